@@ -1,0 +1,17 @@
+//! Routes of the user function.
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+
+use shared::AppState;
+use shared::http::AuthUser;
+use shared::users::UserView;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new().route("/user/me", get(me)).with_state(state)
+}
+
+async fn me(AuthUser(user): AuthUser) -> Json<UserView> {
+    Json(UserView::from(&user))
+}

@@ -1,0 +1,7 @@
+//! Lambda entry point of the user function.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let state = shared::bootstrap::state_from_env("user");
+    lambda_http::run(shared::http::app(user_fn::routes(state))).await
+}

@@ -1,0 +1,102 @@
+# Private PostgreSQL and Redis on loopback for the local run and the tests.
+# Sourced by dev.sh and test.sh. Everything a script starts is recorded and only
+# that is stopped again; a server that was already running is reused and left alone.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STARTED_PG=()
+STARTED_PIDS=()
+
+log() { printf '\033[1;34m[%s]\033[0m %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+ensure_packages() {
+    local missing=()
+    [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v jq >/dev/null || missing+=(jq)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]} with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# A folder for service state: under the repo when the postgres user can enter it
+# (initdb refuses to run as root), otherwise under the system temp directory.
+state_dir() {
+    local name="$1"
+    local dir="$ROOT/.local/$name"
+    if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+        dir="${TMPDIR:-/tmp}/chatroom-lambda-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)/$name"
+    fi
+    mkdir -p "$dir"
+    echo "$dir"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+run_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_postgres DATA_DIR PORT
+start_postgres() {
+    local data="$1" port="$2" bin
+    bin="$(pg_bindir)"
+    if [ ! -f "$data/PG_VERSION" ]; then
+        mkdir -p "$data"
+        [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$data" "$(dirname "$data")"
+        run_pg "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+    fi
+    if run_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        log "PostgreSQL already running from $data (left running)"
+        return
+    fi
+    port_busy "$port" && die "port $port is taken by another program; set PG_PORT to a free port"
+    run_pg "$bin/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c max_connections=300" \
+        start >/dev/null || { tail -20 "$data/../postgres.log" >&2; die "PostgreSQL did not start"; }
+    STARTED_PG+=("$data")
+    log "PostgreSQL on 127.0.0.1:$port"
+}
+
+# start_redis STATE_DIR PORT
+start_redis() {
+    local dir="$1" port="$2"
+    if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+        if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
+            log "Redis already running on $port (left running)"
+            return
+        fi
+        die "port $port is taken by another program; set REDIS_PORT to a free port"
+    fi
+    port_busy "$port" && die "port $port is taken by another program; set REDIS_PORT to a free port"
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+        --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+    for _ in $(seq 50); do
+        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+        sleep 0.1
+    done
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG || die "Redis did not start (see $dir/redis.log)"
+    STARTED_PIDS+=("$(cat "$dir/redis.pid")")
+    log "Redis on 127.0.0.1:$port"
+}
+
+stop_started() {
+    local bin pid data
+    bin="$(pg_bindir)"
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for data in "${STARTED_PG[@]}"; do
+        run_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    done
+    STARTED_PIDS=()
+    STARTED_PG=()
+}

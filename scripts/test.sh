@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real services it starts (and stops) itself.
+# Usage: scripts/test.sh [cargo test arguments]
+set -euo pipefail
+source "$(dirname "$0")/services.sh"
+cd "$ROOT"
+
+PG_PORT="${TEST_PG_PORT:-55433}"
+REDIS_PORT="${TEST_REDIS_PORT:-56380}"
+
+ensure_packages
+trap stop_started EXIT
+trap 'exit 130' INT TERM
+
+# A fresh cluster every run: each test creates its own database in it.
+STATE="$(state_dir test)"
+if [ -f "$STATE/pg/postmaster.pid" ]; then
+    run_pg "$(pg_bindir)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
+fi
+rm -rf "$STATE/pg"
+start_postgres "$STATE/pg" "$PG_PORT"
+start_redis "$STATE" "$REDIS_PORT"
+
+export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+export RUST_LOG="${RUST_LOG:-warn}"
+
+cargo test --workspace "$@"

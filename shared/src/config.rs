@@ -1,0 +1,210 @@
+//! Typed settings, read from the environment once at cold start.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A setting that is missing or malformed; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How one-time codes reach the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpDelivery {
+    /// Local development only: the code is returned in the HTTP response.
+    Response,
+    /// The code is written to the log (development and staging).
+    Log,
+}
+
+impl FromStr for OtpDelivery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "response" => Ok(Self::Response),
+            "log" => Ok(Self::Log),
+            other => Err(format!("expected `response` or `log`, got `{other}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Secret,
+    pub db_pool_size: usize,
+    pub redis_url: Secret,
+    /// Prepended to every Redis key; lets environments (and tests) share one server.
+    pub redis_key_prefix: String,
+    pub jwt_secret: Secret,
+    pub jwt_ttl: Duration,
+    pub otp_delivery: OtpDelivery,
+    /// Minimum seconds between two codes for one address.
+    pub otp_min_interval_secs: u64,
+    /// Codes one address may request per hour.
+    pub otp_max_per_hour: u64,
+}
+
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+impl Config {
+    /// Reads every setting; the first bad one fails with a message naming it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Same as [`Config::from_env`] over any lookup function (used by tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&get);
+        let jwt_secret = env.required("JWT_SECRET_KEY")?;
+        if jwt_secret.len() < MIN_JWT_SECRET_LEN {
+            return Err(ConfigError {
+                var: "JWT_SECRET_KEY",
+                reason: format!("must be at least {MIN_JWT_SECRET_LEN} bytes"),
+            });
+        }
+        let db_pool_size: usize = env.parsed("DB_POOL_SIZE", 2)?;
+        if !(1..=16).contains(&db_pool_size) {
+            return Err(ConfigError {
+                var: "DB_POOL_SIZE",
+                reason: "must be between 1 and 16".into(),
+            });
+        }
+        let jwt_ttl_secs: u64 = env.parsed("JWT_TTL_SECONDS", 3600)?;
+        if !(60..=30 * 86_400).contains(&jwt_ttl_secs) {
+            return Err(ConfigError {
+                var: "JWT_TTL_SECONDS",
+                reason: "must be between 60 and 2592000".into(),
+            });
+        }
+        Ok(Self {
+            database_url: Secret::new(env.required("DATABASE_URL")?),
+            db_pool_size,
+            redis_url: Secret::new(env.required("REDIS_URL")?),
+            redis_key_prefix: env.optional("REDIS_KEY_PREFIX").unwrap_or_default(),
+            jwt_secret: Secret::new(jwt_secret),
+            jwt_ttl: Duration::from_secs(jwt_ttl_secs),
+            otp_delivery: env.parsed("OTP_DELIVERY", OtpDelivery::Log)?,
+            otp_min_interval_secs: env.parsed("OTP_MIN_INTERVAL_SECONDS", 30)?,
+            otp_max_per_hour: env.parsed("OTP_MAX_PER_HOUR", 10)?,
+        })
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn optional(&self, var: &'static str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.optional(var).ok_or(ConfigError {
+            var,
+            reason: "is required but not set".into(),
+        })
+    }
+
+    fn parsed<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                reason: format!("cannot parse `{raw}`: {e}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("DATABASE_URL", "postgres://u@localhost/db"),
+        ("REDIS_URL", "redis://127.0.0.1/"),
+        ("JWT_SECRET_KEY", "0123456789abcdef0123456789abcdef"),
+    ];
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(c.db_pool_size, 2);
+        assert_eq!(c.otp_delivery, OtpDelivery::Log);
+        assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let err = Config::from_lookup(lookup(&BASE[1..])).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.to_string().contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn malformed_variable_is_named() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DB_POOL_SIZE", "two"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert_eq!(err.var, "DB_POOL_SIZE");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("OTP_DELIVERY", "sms"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "OTP_DELIVERY"
+        );
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused() {
+        let mut pairs = BASE.to_vec();
+        pairs[2] = ("JWT_SECRET_KEY", "short");
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "JWT_SECRET_KEY"
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("0123456789abcdef"));
+        assert!(!shown.contains("postgres://"));
+    }
+}

@@ -1,0 +1,71 @@
+//! Extractors whose rejections are `AppError`s, so every failure uses the envelope.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::users::{self, User};
+
+/// `Json<T>` with enveloped rejections: 400 malformed, 415 wrong type, 413 too big,
+/// 422 well-formed but wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => AppError::Validation(e.body_text()),
+                JsonRejection::JsonSyntaxError(e) => AppError::BadRequest(e.body_text()),
+                JsonRejection::MissingJsonContentType(e) => {
+                    AppError::UnsupportedMediaType(e.body_text())
+                }
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    AppError::PayloadTooLarge
+                }
+                other => AppError::BadRequest(other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The caller, authenticated by `Authorization: Bearer <jwt>`; the token's version
+/// must match the user's, so tokens issued before a password change are refused.
+pub struct AuthUser(pub User);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let unauthorized = |m: &str| AppError::Unauthorized(m.to_string());
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing bearer token"))?
+            .to_str()
+            .map_err(|_| unauthorized("malformed authorization header"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(unauthorized("expected `Authorization: Bearer <token>`")),
+        };
+        let claims = state.jwt.verify(token)?;
+        let db = state.db().await?;
+        let user = users::by_id(&db, claims.sub)
+            .await?
+            .ok_or_else(|| unauthorized("invalid or expired token"))?;
+        if user.token_version != claims.ver {
+            return Err(unauthorized("token has been revoked"));
+        }
+        Ok(Self(user))
+    }
+}

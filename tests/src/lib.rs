@@ -1,0 +1,278 @@
+//! Test harness: each `TestApp` gets its own fresh database (cloned from a migrated
+//! template) and its own Redis key prefix, so tests run in parallel without sharing state.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use shared::AppState;
+use shared::config::{Config, OtpDelivery, Secret};
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests with `make test`, which starts PostgreSQL and Redis"
+        )
+    })
+}
+
+pub fn admin_db_url() -> String {
+    env("TEST_DATABASE_URL")
+}
+
+pub fn redis_url() -> String {
+    env("TEST_REDIS_URL")
+}
+
+/// Replaces the database name at the end of a postgres URL.
+pub fn db_url(name: &str) -> String {
+    let admin = admin_db_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&admin_db_url(), NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// A migrated template database, built once per migration set across all test processes.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("tmpl_{}", shared::db::migrations_fingerprint());
+            let admin = admin_client().await;
+            // Serialise template creation between concurrently running test binaries.
+            admin
+                .execute("SELECT pg_advisory_lock(727274)", &[])
+                .await
+                .unwrap();
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                let building = format!("{name}_building");
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+                    .await
+                    .unwrap();
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{building}\""))
+                    .await
+                    .unwrap();
+                shared::db::migrate(&db_url(&building))
+                    .await
+                    .expect("migrations apply");
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+                    ))
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(727274)", &[])
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+/// Creates an empty, fully migrated database and returns its URL.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let admin = admin_client().await;
+    let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+    // Concurrent clones of one template can collide briefly; retry.
+    let mut tries = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Ok(()) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => panic!("create test database: {e}"),
+        }
+    }
+    db_url(&name)
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    Config {
+        database_url: Secret::new(database_url),
+        db_pool_size: 4,
+        redis_url: Secret::new(redis_url()),
+        redis_key_prefix: format!("test:{}:", Uuid::new_v4().simple()),
+        jwt_secret: Secret::new(JWT_SECRET),
+        jwt_ttl: Duration::from_secs(3600),
+        otp_delivery: OtpDelivery::Response,
+        otp_min_interval_secs: 30,
+        otp_max_per_hour: 10,
+    }
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub database_url: String,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    /// The error code of an error envelope (panics when the body is not one).
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error envelope: {} {}", self.status, self.body))
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let database_url = fresh_database().await;
+        let mut config = test_config(&database_url);
+        tweak(&mut config);
+        Self::from_config(config)
+    }
+
+    /// An app over an existing configuration (e.g. one pointing at a dead service).
+    pub fn from_config(config: Config) -> Self {
+        let database_url = config.database_url.expose().to_string();
+        let state = AppState::new(config).expect("state builds");
+        let routes = Router::new()
+            .merge(auth_fn::routes(state.clone()))
+            .merge(user_fn::routes(state.clone()));
+        Self {
+            router: shared::http::app(routes),
+            state,
+            database_url,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "{status}: body is not JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.call(Method::POST, path, Some(body), None).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> TestResponse {
+        self.call(Method::GET, path, None, Some(token)).await
+    }
+
+    pub async fn signup(&self, email: &str, password: Option<&str>) -> TestResponse {
+        let mut body = json!({ "email": email, "name": "Test User" });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        self.post("/auth/signup", body).await
+    }
+
+    pub async fn request_otp(&self, email: &str) -> String {
+        let r = self.post("/auth/send-otp", json!({ "email": email })).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["otp"]
+            .as_str()
+            .expect("otp in response mode")
+            .to_string()
+    }
+
+    /// Signs a new user up and logs in with a one-time code; returns the token.
+    pub async fn user_token(&self, email: &str) -> String {
+        let r = self.signup(email, None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let otp = self.request_otp(email).await;
+        let r = self
+            .post("/auth/verify-otp", json!({ "email": email, "otp": otp }))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.database_url, NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// A unique address per call, so tests never share throttles or accounts.
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", Uuid::new_v4().simple())
+}
