@@ -100,3 +100,30 @@ stop_started() {
     STARTED_PIDS=()
     STARTED_PG=()
 }
+
+# The AWS emulator (moto: SQS and DynamoDB), in a virtualenv under .local/.
+ensure_moto() {
+    local venv="$ROOT/.local/venv"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        log "installing moto[server] into $venv (PyPI)"
+        if ! python3 -m venv "$venv" 2>/dev/null; then
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+    fi
+}
+
+# start_moto STATE_DIR PORT
+start_moto() {
+    local dir="$1" port="$2"
+    port_busy "$port" && die "port $port is taken by another program; set MOTO_PORT to a free port"
+    "$ROOT/.local/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 || die "moto did not start (see $dir/moto.log)"
+    log "moto (SQS, DynamoDB) on 127.0.0.1:$port"
+}

@@ -7,8 +7,10 @@ cd "$ROOT"
 
 PG_PORT="${TEST_PG_PORT:-55433}"
 REDIS_PORT="${TEST_REDIS_PORT:-56380}"
+MOTO_PORT="${TEST_MOTO_PORT:-55001}"
 
 ensure_packages
+ensure_moto
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
@@ -20,9 +22,11 @@ fi
 rm -rf "$STATE/pg"
 start_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
+start_moto "$STATE" "$MOTO_PORT"
 
 export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+export TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export RUST_LOG="${RUST_LOG:-warn}"
 
 cargo test --workspace "$@"

@@ -1,8 +1,16 @@
-//! Serves every route group on one local port: the same routers the Lambdas run.
+//! Serves every route group on one local port (the same routers the Lambdas run), with
+//! an in-process queue consumed by the same worker code the reply-worker Lambda runs.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use shared::model::{OfflineModel, ReplyModel};
+use shared::queue::ReplyJob;
+use shared::queue::memory::MemoryQueue;
+use shared::worker::Worker;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,9 +22,30 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(migration = %m, "applied migration");
     }
 
+    let (queue, jobs) = MemoryQueue::new();
+    let state = state.with(|s| s.queue = Some(Arc::new(queue)));
+    let model: Arc<dyn ReplyModel> = match &state.config.gemini.api_key {
+        Some(_) => Arc::new(shared::gemini::GeminiClient::new(&state.config.gemini)?),
+        None => {
+            tracing::warn!(
+                "GOOGLE_API_KEY is not set: replies come from the OFFLINE provider and say so; \
+                 set GOOGLE_API_KEY to talk to Gemini"
+            );
+            Arc::new(OfflineModel)
+        }
+    };
+    tokio::spawn(run_worker(
+        Worker {
+            state: state.clone(),
+            model,
+        },
+        jobs,
+    ));
+
     let routes = axum::Router::new()
         .merge(auth_fn::routes(state.clone()))
-        .merge(user_fn::routes(state.clone()));
+        .merge(user_fn::routes(state.clone()))
+        .merge(chatroom_fn::routes(state.clone()));
     let app = shared::http::app(routes);
 
     let addr: SocketAddr = std::env::var("LOCAL_ADDR")
@@ -33,4 +62,30 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Plays the part of SQS + Lambda locally: each job is retried with a growing delay
+/// up to the configured receive count, as redeliveries would be.
+async fn run_worker(worker: Worker, mut jobs: UnboundedReceiver<ReplyJob>) {
+    while let Some(job) = jobs.recv().await {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let max = worker.state.config.max_receive_count;
+            for receive in 1..=max {
+                match worker.process(job, receive).await {
+                    Ok(outcome) => {
+                        tracing::info!(message_id = %job.message_id, ?outcome, "local worker done");
+                        return;
+                    }
+                    Err(retry) if receive < max => {
+                        tracing::warn!(message_id = %job.message_id, reason = %retry.0, "local worker will retry");
+                        tokio::time::sleep(Duration::from_secs(2 * receive as u64)).await;
+                    }
+                    Err(retry) => {
+                        tracing::error!(message_id = %job.message_id, reason = %retry.0, "local worker gave up (dead-lettered)");
+                    }
+                }
+            }
+        });
+    }
 }

@@ -65,6 +65,47 @@ pub struct Config {
     pub otp_min_interval_secs: u64,
     /// Codes one address may request per hour.
     pub otp_max_per_hour: u64,
+    pub quota_backend: QuotaBackend,
+    /// DynamoDB table of daily counters (`QUOTA_BACKEND=dynamodb`).
+    pub quota_table: Option<String>,
+    /// Messages a Basic user may send per UTC day.
+    pub basic_daily_limit: u32,
+    /// SQS queue of reply jobs; without it the send route answers 503.
+    pub reply_queue_url: Option<String>,
+    pub gemini: GeminiSettings,
+    /// The queue's maxReceiveCount: on the last receive a still-failing message is marked failed.
+    pub max_receive_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaBackend {
+    Redis,
+    DynamoDb,
+}
+
+impl FromStr for QuotaBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "redis" => Ok(Self::Redis),
+            "dynamodb" => Ok(Self::DynamoDb),
+            other => Err(format!("expected `redis` or `dynamodb`, got `{other}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GeminiSettings {
+    /// `None` means no key: the local server then uses the offline reply provider.
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub base_url: String,
+    pub request_timeout: Duration,
+    /// Time allowed for retries of 429/5xx inside one delivery before SQS redelivers.
+    pub retry_budget: Duration,
+    pub max_output_tokens: u32,
+    pub history_max_messages: usize,
+    pub history_max_chars: usize,
 }
 
 pub const MIN_JWT_SECRET_LEN: usize = 32;
@@ -99,6 +140,14 @@ impl Config {
                 reason: "must be between 60 and 2592000".into(),
             });
         }
+        let quota_backend: QuotaBackend = env.parsed("QUOTA_BACKEND", QuotaBackend::Redis)?;
+        let quota_table = env.optional("QUOTA_TABLE");
+        if quota_backend == QuotaBackend::DynamoDb && quota_table.is_none() {
+            return Err(ConfigError {
+                var: "QUOTA_TABLE",
+                reason: "is required when QUOTA_BACKEND=dynamodb".into(),
+            });
+        }
         Ok(Self {
             database_url: Secret::new(env.required("DATABASE_URL")?),
             db_pool_size,
@@ -109,6 +158,27 @@ impl Config {
             otp_delivery: env.parsed("OTP_DELIVERY", OtpDelivery::Log)?,
             otp_min_interval_secs: env.parsed("OTP_MIN_INTERVAL_SECONDS", 30)?,
             otp_max_per_hour: env.parsed("OTP_MAX_PER_HOUR", 10)?,
+            quota_backend,
+            quota_table,
+            basic_daily_limit: env.parsed("BASIC_DAILY_LIMIT", 5)?,
+            reply_queue_url: env.optional("REPLY_QUEUE_URL"),
+            gemini: GeminiSettings {
+                api_key: env.optional("GOOGLE_API_KEY").map(Secret::new),
+                model: env
+                    .optional("GEMINI_MODEL")
+                    .unwrap_or_else(|| "gemini-2.5-flash".into()),
+                base_url: env
+                    .optional("GEMINI_BASE_URL")
+                    .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                request_timeout: Duration::from_secs(env.parsed("GEMINI_TIMEOUT_SECONDS", 25)?),
+                retry_budget: Duration::from_secs(env.parsed("GEMINI_RETRY_BUDGET_SECONDS", 20)?),
+                max_output_tokens: env.parsed("GEMINI_MAX_OUTPUT_TOKENS", 2048)?,
+                history_max_messages: env.parsed("HISTORY_MAX_MESSAGES", 20)?,
+                history_max_chars: env.parsed("HISTORY_MAX_CHARS", 16_000)?,
+            },
+            max_receive_count: env.parsed("MAX_RECEIVE_COUNT", 5)?,
         })
     }
 }

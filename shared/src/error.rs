@@ -32,6 +32,8 @@ pub enum AppError {
     Conflict { code: &'static str, message: String },
     #[error("too many requests; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    #[error("daily limit of {limit} messages reached; it resets at the next UTC midnight")]
+    DailyLimitReached { limit: u32, retry_after: u64 },
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
     /// A dependency other than the database is down (Redis, the queue, ...).

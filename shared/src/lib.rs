@@ -3,19 +3,29 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod chat;
+pub mod chat_cache;
+pub mod chatrooms;
 pub mod config;
 pub mod db;
 pub mod email;
 pub mod error;
+#[cfg(feature = "gemini")]
+pub mod gemini;
 pub mod http;
 pub mod jwt;
+pub mod messages;
+pub mod model;
 pub mod otp;
 pub mod password;
+pub mod queue;
+pub mod quota;
 pub mod redis_client;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
 pub mod users;
+pub mod worker;
 
 pub use config::Config;
 pub use error::{AppError, AppResult};

@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::error::AppResult;
 use crate::jwt::JwtKeys;
 use crate::otp::OtpStore;
+use crate::queue::ReplyQueue;
+use crate::quota::QuotaStore;
 use crate::redis_client::Redis;
 
 #[derive(Clone)]
@@ -22,6 +24,9 @@ pub struct Services {
     pub redis: Redis,
     pub jwt: JwtKeys,
     pub otp: OtpStore,
+    pub quota: Arc<dyn QuotaStore>,
+    /// `None` when no queue is configured: sending then answers 503.
+    pub queue: Option<Arc<dyn ReplyQueue>>,
 }
 
 impl AppState {
@@ -35,13 +40,25 @@ impl AppState {
             .expect("HMAC takes any key length");
         mac.update(b"chatroom-lambda/otp-hash-key/v1");
         let otp = OtpStore::new(redis.clone(), &mac.finalize().into_bytes());
+        let quota = crate::quota::store_from_config(&config, &redis)?;
+        let queue = queue_from_config(&config)?;
         Ok(Self(Arc::new(Services {
             config,
             db,
             redis,
             jwt,
             otp,
+            quota,
+            queue,
         })))
+    }
+
+    /// Replaces parts before the state is shared (local server, tests).
+    pub fn with(self, change: impl FnOnce(&mut Services)) -> Self {
+        let mut services = Arc::try_unwrap(self.0)
+            .unwrap_or_else(|_| panic!("AppState::with must be called before the state is cloned"));
+        change(&mut services);
+        Self(Arc::new(services))
     }
 
     pub async fn db(&self) -> AppResult<deadpool_postgres::Client> {
@@ -54,4 +71,17 @@ impl Deref for AppState {
     fn deref(&self) -> &Services {
         &self.0
     }
+}
+
+#[cfg(feature = "sqs")]
+fn queue_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
+    Ok(config
+        .reply_queue_url
+        .clone()
+        .map(|url| Arc::new(crate::queue::sqs::SqsQueue::from_env(url)) as Arc<dyn ReplyQueue>))
+}
+
+#[cfg(not(feature = "sqs"))]
+fn queue_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
+    Ok(None)
 }

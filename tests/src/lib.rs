@@ -13,8 +13,18 @@ use tokio_postgres::NoTls;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use shared::AppState;
 use shared::config::{Config, OtpDelivery, Secret};
+use shared::gemini::GeminiClient;
+use shared::queue::ReplyJob;
+use shared::queue::memory::MemoryQueue;
+use shared::state::Services;
+use shared::worker::{Outcome, Retry, Worker};
+use tokio::sync::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
+use wiremock::MockServer;
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
@@ -128,6 +138,21 @@ pub fn test_config(database_url: &str) -> Config {
         otp_delivery: OtpDelivery::Response,
         otp_min_interval_secs: 30,
         otp_max_per_hour: 10,
+        quota_backend: shared::config::QuotaBackend::Redis,
+        quota_table: None,
+        basic_daily_limit: 5,
+        reply_queue_url: None,
+        gemini: shared::config::GeminiSettings {
+            api_key: Some(Secret::new("test-gemini-key")),
+            model: "gemini-test".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            request_timeout: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(3),
+            max_output_tokens: 256,
+            history_max_messages: 20,
+            history_max_chars: 16_000,
+        },
+        max_receive_count: 3,
     }
 }
 
@@ -135,6 +160,10 @@ pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub database_url: String,
+    /// Fake Gemini: tests mount the answers they need.
+    pub gemini: MockServer,
+    pub worker: Worker,
+    jobs: Mutex<UnboundedReceiver<ReplyJob>>,
 }
 
 pub struct TestResponse {
@@ -158,24 +187,93 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_full(tweak, |_| {}).await
+    }
+
+    /// `tweak` edits the configuration; `change` swaps parts of the built state
+    /// (another quota store, an SQS queue, ...).
+    pub async fn spawn_full(
+        tweak: impl FnOnce(&mut Config),
+        change: impl FnOnce(&mut Services),
+    ) -> Self {
         let database_url = fresh_database().await;
         let mut config = test_config(&database_url);
         tweak(&mut config);
-        Self::from_config(config)
+        Self::from_config_with(config, change).await
     }
 
     /// An app over an existing configuration (e.g. one pointing at a dead service).
-    pub fn from_config(config: Config) -> Self {
+    pub async fn from_config(config: Config) -> Self {
+        Self::from_config_with(config, |_| {}).await
+    }
+
+    pub async fn from_config_with(mut config: Config, change: impl FnOnce(&mut Services)) -> Self {
+        let gemini = MockServer::start().await;
+        config.gemini.base_url = gemini.uri();
         let database_url = config.database_url.expose().to_string();
-        let state = AppState::new(config).expect("state builds");
+        let (queue, jobs) = MemoryQueue::new();
+        let state = AppState::new(config).expect("state builds").with(|s| {
+            s.queue = Some(Arc::new(queue));
+            change(s);
+        });
+        let model = GeminiClient::new(&state.config.gemini).expect("gemini client");
         let routes = Router::new()
             .merge(auth_fn::routes(state.clone()))
-            .merge(user_fn::routes(state.clone()));
+            .merge(user_fn::routes(state.clone()))
+            .merge(chatroom_fn::routes(state.clone()));
         Self {
             router: shared::http::app(routes),
+            worker: Worker {
+                state: state.clone(),
+                model: Arc::new(model),
+            },
             state,
             database_url,
+            gemini,
+            jobs: Mutex::new(jobs),
         }
+    }
+
+    /// Runs the worker over every job queued so far (first delivery), like the Lambda would.
+    pub async fn run_worker(&self) -> Vec<(Uuid, Result<Outcome, Retry>)> {
+        let mut jobs = self.jobs.lock().await;
+        let mut out = Vec::new();
+        while let Ok(job) = jobs.try_recv() {
+            out.push((job.message_id, self.worker.process(job, 1).await));
+        }
+        out
+    }
+
+    pub async fn set_tier(&self, token: &str, tier: &str) {
+        let me = self.get("/user/me", token).await;
+        let id: Uuid = me.body["id"].as_str().unwrap().parse().unwrap();
+        self.db()
+            .await
+            .execute("UPDATE users SET tier = $2 WHERE id = $1", &[&id, &tier])
+            .await
+            .unwrap();
+    }
+
+    pub async fn create_chatroom(&self, token: &str, name: Option<&str>) -> String {
+        let body = match name {
+            Some(n) => json!({ "name": n }),
+            None => json!({}),
+        };
+        let r = self
+            .call(Method::POST, "/chatroom", Some(body), Some(token))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["chatroom"]["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send_message(&self, token: &str, chatroom: &str, content: &str) -> TestResponse {
+        self.call(
+            Method::POST,
+            &format!("/chatroom/{chatroom}/message"),
+            Some(json!({ "content": content })),
+            Some(token),
+        )
+        .await
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
@@ -275,4 +373,44 @@ impl TestApp {
 /// A unique address per call, so tests never share throttles or accounts.
 pub fn unique_email(tag: &str) -> String {
     format!("{tag}-{}@example.com", Uuid::new_v4().simple())
+}
+
+/// A Gemini `generateContent` success body.
+pub fn gemini_text(text: &str) -> Value {
+    json!({
+        "candidates": [{
+            "content": { "role": "model", "parts": [{ "text": text }] },
+            "finishReason": "STOP"
+        }],
+        "usageMetadata": { "promptTokenCount": 5, "candidatesTokenCount": 5 }
+    })
+}
+
+pub const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
+
+/// The local AWS emulator (moto) started by `make test`.
+pub fn aws_endpoint() -> String {
+    env("TEST_AWS_ENDPOINT")
+}
+
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(aws_endpoint())
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(aws_endpoint())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
 }

@@ -12,7 +12,7 @@ async fn database_down_is_503_database_unavailable() {
     // Same app, but pointed at a port where nothing listens.
     let mut config = test_config(&app.database_url);
     config.database_url = Secret::new("postgres://postgres@127.0.0.1:1/nothing");
-    let broken = api_tests::TestApp::from_config(config);
+    let broken = api_tests::TestApp::from_config(config).await;
     let r = broken.get("/user/me", &token).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert_eq!(r.error_code(), "database_unavailable");
@@ -26,7 +26,7 @@ async fn redis_down_is_503_for_codes() {
     app.signup(&email, None).await;
     let mut config = test_config(&app.database_url);
     config.redis_url = Secret::new("redis://127.0.0.1:1/");
-    let broken = api_tests::TestApp::from_config(config);
+    let broken = api_tests::TestApp::from_config(config).await;
     let r = broken
         .post("/auth/send-otp", json!({ "email": email }))
         .await;

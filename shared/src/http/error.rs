@@ -25,6 +25,9 @@ impl AppError {
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::DailyLimitReached { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "daily_limit_reached")
+            }
             Self::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -46,7 +49,7 @@ impl IntoResponse for AppError {
         let mut response = envelope(status, code, &self.to_string());
         let headers = response.headers_mut();
         match &self {
-            Self::TooManyRequests { retry_after } => {
+            Self::TooManyRequests { retry_after } | Self::DailyLimitReached { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Self::Unauthorized(_) => {

@@ -69,3 +69,34 @@ impl FromRequestParts<AppState> for AuthUser {
         Ok(Self(user))
     }
 }
+
+/// Like [`ApiJson`], but an empty body means `None` (for routes whose body is optional).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge
+                } else {
+                    AppError::BadRequest(e.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        let mut rebuilt = Request::new(axum::body::Body::from(bytes));
+        *rebuilt.headers_mut() = headers;
+        let ApiJson(value) = ApiJson::<T>::from_request(rebuilt, state).await?;
+        Ok(Self(Some(value)))
+    }
+}

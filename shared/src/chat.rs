@@ -1,0 +1,321 @@
+//! Chatroom and messaging rules, free of HTTP and AWS types: handlers call these.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::chat_cache::{self, Lookup};
+use crate::chatrooms::{self, Chatroom};
+use crate::error::{AppError, AppResult};
+use crate::messages::{self, CONTENT_MAX, Message};
+use crate::queue::ReplyJob;
+use crate::state::AppState;
+
+pub const PAGE_DEFAULT: i64 = 50;
+pub const PAGE_MAX: i64 = 100;
+pub const WAIT_MAX_SECS: u64 = 20;
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+fn not_found() -> AppError {
+    AppError::NotFound("chatroom not found".into())
+}
+
+pub async fn create_chatroom(
+    state: &AppState,
+    user: Uuid,
+    name: Option<&str>,
+) -> AppResult<Chatroom> {
+    let name = name.map(chatrooms::parse_name).transpose()?;
+    let room = chatrooms::create(&state.db().await?, user, name.as_deref()).await?;
+    chat_cache::invalidate(&state.redis, user).await;
+    Ok(room)
+}
+
+/// The user's chatrooms as the JSON body of `GET /chatroom`, and whether it came from cache.
+/// Redis trouble degrades to reading Postgres, never to an error.
+pub async fn list_chatrooms(state: &AppState, user: Uuid) -> AppResult<(String, bool)> {
+    let generation = match chat_cache::lookup(&state.redis, user).await {
+        Ok(Lookup::Hit(body)) => return Ok((body, true)),
+        Ok(Lookup::Miss { generation }) => Some(generation),
+        Err(e) => {
+            tracing::warn!(error = %e, "chatroom cache unavailable; reading Postgres");
+            None
+        }
+    };
+    let rooms = chatrooms::list(&state.db().await?, user).await?;
+    let body = json!({ "chatrooms": rooms }).to_string();
+    if let Some(generation) = generation
+        && let Err(e) = chat_cache::store(&state.redis, user, generation, &body).await
+    {
+        tracing::warn!(error = %e, "could not fill the chatroom cache");
+    }
+    Ok((body, false))
+}
+
+pub async fn owned_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResult<Chatroom> {
+    chatrooms::owned(&state.db().await?, user, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+pub struct Page {
+    pub messages: Vec<Message>,
+    /// Pass as `before` to get the next older page; `None` at the beginning.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// A page of messages, oldest first, older than the `before` message (a message id).
+pub async fn messages_page(
+    state: &AppState,
+    user: Uuid,
+    chatroom: Uuid,
+    before: Option<Uuid>,
+    limit: Option<i64>,
+) -> AppResult<(Chatroom, Page)> {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(AppError::validation(format!(
+            "limit must be between 1 and {PAGE_MAX}"
+        )));
+    }
+    let db = state.db().await?;
+    let room = chatrooms::owned(&db, user, chatroom)
+        .await?
+        .ok_or_else(not_found)?;
+    let before_seq = match before {
+        None => None,
+        Some(id) => Some(
+            messages::by_id(&db, id)
+                .await?
+                .filter(|m| m.chatroom_id == chatroom)
+                .ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?
+                .seq,
+        ),
+    };
+    let (messages, more) = messages::page(&db, chatroom, before_seq, limit).await?;
+    let next_cursor = if more {
+        messages.first().map(|m| m.id)
+    } else {
+        None
+    };
+    Ok((
+        room,
+        Page {
+            messages,
+            next_cursor,
+        },
+    ))
+}
+
+pub async fn rename_chatroom(
+    state: &AppState,
+    user: Uuid,
+    id: Uuid,
+    name: &str,
+) -> AppResult<Chatroom> {
+    let name = chatrooms::parse_name(name)?;
+    let room = chatrooms::rename(&state.db().await?, user, id, &name)
+        .await?
+        .ok_or_else(not_found)?;
+    chat_cache::invalidate(&state.redis, user).await;
+    Ok(room)
+}
+
+pub async fn delete_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResult<()> {
+    if !chatrooms::delete(&state.db().await?, user, id).await? {
+        return Err(not_found());
+    }
+    chat_cache::invalidate(&state.redis, user).await;
+    Ok(())
+}
+
+pub fn validate_content(content: &str) -> AppResult<()> {
+    let n = content.chars().count();
+    if content.trim().is_empty() || n > CONTENT_MAX {
+        return Err(AppError::validation(format!(
+            "content must be 1 to {CONTENT_MAX} characters and not blank"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_idempotency_key(key: &str) -> AppResult<()> {
+    if key.is_empty()
+        || key.len() > IDEMPOTENCY_KEY_MAX
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(AppError::validation(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+fn request_hash(chatroom: Uuid, content: &str) -> String {
+    hex::encode(Sha256::digest(format!("{chatroom}\0{content}")))
+}
+
+pub struct Sent {
+    /// The `202` body: `{"message": {...}}`.
+    pub body: Value,
+    /// True when this is the stored answer to an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// The stored answer for an idempotency key, if this user used it before.
+pub async fn find_replay(
+    state: &AppState,
+    user: Uuid,
+    key: &str,
+    chatroom: Uuid,
+    content: Option<&str>,
+) -> AppResult<Option<Value>> {
+    let row = state
+        .db()
+        .await?
+        .query_opt(
+            "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            &[&user, &key],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored_hash: String = row.get(0);
+    if let Some(content) = content
+        && stored_hash != request_hash(chatroom, content)
+    {
+        return Err(AppError::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request".into(),
+        });
+    }
+    Ok(Some(row.get(1)))
+}
+
+/// Stores the message, then queues it for a reply. Nothing is silently lost: if the
+/// queue refuses, the message is marked `failed` and the caller gets 503.
+pub async fn send_message(
+    state: &AppState,
+    user: Uuid,
+    chatroom: Uuid,
+    content: &str,
+    idempotency_key: Option<&str>,
+) -> AppResult<Sent> {
+    validate_content(content)?;
+    if let Some(key) = idempotency_key {
+        validate_idempotency_key(key)?;
+    }
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let owned = tx
+        .execute(
+            "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 AND user_id = $2",
+            &[&chatroom, &user],
+        )
+        .await?;
+    if owned == 0 {
+        return Err(not_found());
+    }
+    let message = messages::insert_user_message(&tx, user, chatroom, content).await?;
+    let body = json!({ "message": message_view(&message) });
+    if let Some(key) = idempotency_key {
+        let stored = tx
+            .execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &user,
+                    &key,
+                    &request_hash(chatroom, content),
+                    &message.id,
+                    &body,
+                ],
+            )
+            .await?;
+        if stored == 0 {
+            // A concurrent request with the same key won the race: answer as it did.
+            tx.rollback().await?;
+            let body = find_replay(state, user, key, chatroom, Some(content))
+                .await?
+                .ok_or_else(|| AppError::internal(anyhow::anyhow!("idempotency row vanished")))?;
+            return Ok(Sent {
+                body,
+                replayed: true,
+            });
+        }
+    }
+    tx.commit().await?;
+    chat_cache::invalidate(&state.redis, user).await;
+
+    let published = match &state.queue {
+        Some(queue) => queue
+            .publish(ReplyJob {
+                message_id: message.id,
+            })
+            .await
+            .map_err(|e| e.0),
+        None => Err("no reply queue is configured (REPLY_QUEUE_URL)".to_string()),
+    };
+    if let Err(reason) = published {
+        tracing::error!(message_id = %message.id, %reason, "could not queue the message");
+        messages::mark_failed(&db, message.id, "the reply queue was unavailable").await?;
+        // Let a retry with the same key start afresh rather than replay a failed send.
+        db.execute(
+            "DELETE FROM idempotency_keys WHERE message_id = $1",
+            &[&message.id],
+        )
+        .await?;
+        return Err(AppError::Unavailable {
+            code: "queue_unavailable",
+            message: "the message could not be queued for a reply; it was not sent, retry shortly"
+                .into(),
+        });
+    }
+    tracing::info!(message_id = %message.id, chatroom_id = %chatroom, "message queued");
+    Ok(Sent {
+        body,
+        replayed: false,
+    })
+}
+
+/// What clients see of a message.
+pub fn message_view(m: &Message) -> Value {
+    serde_json::to_value(m).expect("messages serialise")
+}
+
+/// A message and its reply; with `wait`, holds the request until the message reaches
+/// a terminal status or the wait runs out.
+pub async fn message_with_reply(
+    state: &AppState,
+    user: Uuid,
+    chatroom: Uuid,
+    id: Uuid,
+    wait: Option<u64>,
+) -> AppResult<(Message, Option<Message>)> {
+    let wait = wait.unwrap_or(0);
+    if wait > WAIT_MAX_SECS {
+        return Err(AppError::validation(format!(
+            "wait must be between 0 and {WAIT_MAX_SECS}"
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut interval = Duration::from_millis(100);
+    loop {
+        let (message, reply) = {
+            let db = state.db().await?;
+            let message = messages::owned(&db, user, chatroom, id)
+                .await?
+                .filter(|m| m.role == "user")
+                .ok_or_else(|| AppError::NotFound("message not found".into()))?;
+            let reply = messages::reply_to(&db, id).await?;
+            (message, reply)
+        };
+        // The connection goes back to the pool before sleeping.
+        if message.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok((message, reply));
+        }
+        tokio::time::sleep(interval.min(deadline - tokio::time::Instant::now())).await;
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}

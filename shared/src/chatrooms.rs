@@ -1,0 +1,108 @@
+//! Chatrooms: the row type, its client view and the queries on it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Chatroom {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+}
+
+pub const NAME_MAX: usize = 100;
+/// `GET /chatroom` returns at most this many, newest activity first.
+pub const LIST_MAX: i64 = 1000;
+
+/// Trimmed, 1–100 characters.
+pub fn parse_name(raw: &str) -> AppResult<String> {
+    let name = raw.trim();
+    let n = name.chars().count();
+    if n == 0 || n > NAME_MAX {
+        return Err(AppError::validation(format!(
+            "name must be 1 to {NAME_MAX} characters after trimming"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+const COLUMNS: &str = "id, name, created_at, updated_at, last_activity_at";
+
+fn from_row(row: &Row) -> Chatroom {
+    Chatroom {
+        id: row.get("id"),
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        last_activity_at: row.get("last_activity_at"),
+    }
+}
+
+type Db = deadpool_postgres::Client;
+
+async fn one(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> AppResult<Option<Chatroom>> {
+    Ok(db.query_opt(sql, params).await?.as_ref().map(from_row))
+}
+
+pub async fn create(db: &Db, user: Uuid, name: Option<&str>) -> AppResult<Chatroom> {
+    let sql = format!(
+        "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+    );
+    Ok(from_row(
+        &db.query_one(&sql, &[&Uuid::now_v7(), &user, &name]).await?,
+    ))
+}
+
+pub async fn list(db: &Db, user: Uuid) -> AppResult<Vec<Chatroom>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chatrooms WHERE user_id = $1 \
+         ORDER BY last_activity_at DESC, id DESC LIMIT {LIST_MAX}"
+    );
+    Ok(db
+        .query(&sql, &[&user])
+        .await?
+        .iter()
+        .map(from_row)
+        .collect())
+}
+
+/// The chatroom if it exists *and* belongs to `user`; otherwise `None` (a 404 either way).
+pub async fn owned(db: &Db, user: Uuid, id: Uuid) -> AppResult<Option<Chatroom>> {
+    let sql = format!("SELECT {COLUMNS} FROM chatrooms WHERE id = $1 AND user_id = $2");
+    one(db, &sql, &[&id, &user]).await
+}
+
+pub async fn rename(db: &Db, user: Uuid, id: Uuid, name: &str) -> AppResult<Option<Chatroom>> {
+    let sql = format!(
+        "UPDATE chatrooms SET name = $3, updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+    );
+    one(db, &sql, &[&id, &user, &name]).await
+}
+
+pub async fn delete(db: &Db, user: Uuid, id: Uuid) -> AppResult<bool> {
+    let n = db
+        .execute(
+            "DELETE FROM chatrooms WHERE id = $1 AND user_id = $2",
+            &[&id, &user],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Sets a generated title unless the chatroom got a name meanwhile. Returns the owner.
+pub async fn set_title_if_unnamed(db: &Db, id: Uuid, title: &str) -> AppResult<Option<Uuid>> {
+    let row = db
+        .query_opt(
+            "UPDATE chatrooms SET name = $2, updated_at = now() WHERE id = $1 AND name IS NULL RETURNING user_id",
+            &[&id, &title],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

@@ -1,0 +1,324 @@
+//! Google Gemini `generateContent` over reqwest.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::GeminiSettings;
+use crate::model::{ModelError, ModelReply, ReplyModel, Role, Turn, clean_title};
+
+const SYSTEM_PROMPT: &str =
+    "You are a helpful assistant in a chat app. Answer clearly and concisely.";
+
+pub struct GeminiClient {
+    http: reqwest::Client,
+    url: String,
+    api_key: String,
+    max_output_tokens: u32,
+}
+
+impl GeminiClient {
+    pub fn new(settings: &GeminiSettings) -> anyhow::Result<Self> {
+        let api_key = settings
+            .api_key
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("configuration error: GOOGLE_API_KEY is required"))?
+            .expose()
+            .to_string();
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            http,
+            url: format!(
+                "{}/v1beta/models/{}:generateContent",
+                settings.base_url, settings.model
+            ),
+            api_key,
+            max_output_tokens: settings.max_output_tokens,
+        })
+    }
+
+    async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("x-goog-api-key", &self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ModelError::Transient {
+                message: format!("request failed: {e}"),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ModelError::Transient {
+            message: format!("reading the response failed: {e}"),
+            retry_after: None,
+        })?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|e| ModelError::Transient {
+                message: format!("unreadable response: {e}"),
+                retry_after: None,
+            });
+        }
+        Err(classify_error(status, &text))
+    }
+}
+
+pub fn request_body(conversation: &[Turn], max_output_tokens: u32) -> Value {
+    let contents: Vec<Value> = conversation
+        .iter()
+        .map(|t| {
+            let role = match t.role {
+                Role::User => "user",
+                Role::Model => "model",
+            };
+            json!({ "role": role, "parts": [{ "text": t.text }] })
+        })
+        .collect();
+    json!({
+        "contents": contents,
+        "systemInstruction": { "parts": [{ "text": SYSTEM_PROMPT }] },
+        "generationConfig": { "maxOutputTokens": max_output_tokens },
+    })
+}
+
+/// Turns a non-2xx answer into a retryable or a permanent error.
+pub fn classify_error(status: StatusCode, body: &str) -> ModelError {
+    let parsed: Option<ErrorEnvelope> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                status.as_u16(),
+                e.error.status,
+                e.error.message
+            )
+        })
+        .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+    let retry_after = parsed.as_ref().and_then(|e| {
+        e.error
+            .details
+            .iter()
+            .filter(|d| d.kind.ends_with("google.rpc.RetryInfo"))
+            .find_map(|d| d.retry_delay.as_deref().and_then(parse_delay))
+    });
+    match status.as_u16() {
+        408 | 429 | 500 | 502 | 503 | 504 => ModelError::Transient {
+            message,
+            retry_after,
+        },
+        _ => ModelError::Permanent { message },
+    }
+}
+
+/// `"12s"` or `"1.5s"` → a duration.
+fn parse_delay(raw: &str) -> Option<Duration> {
+    let secs: f64 = raw.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+}
+
+/// Reads the first candidate: text (thoughts skipped), or why there is none.
+pub fn interpret(response: GenerateResponse) -> Result<ModelReply, ModelError> {
+    if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
+        return Ok(ModelReply::Blocked {
+            reason: format!("prompt blocked: {reason}"),
+        });
+    }
+    let Some(candidate) = response.candidates.into_iter().next() else {
+        return Err(ModelError::Transient {
+            message: "no candidates in the response".into(),
+            retry_after: None,
+        });
+    };
+    let finish_reason = candidate.finish_reason.unwrap_or_else(|| "STOP".into());
+    let text: String = candidate
+        .content
+        .map(|c| c.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !p.thought)
+        .filter_map(|p| p.text)
+        .collect();
+    let blocked = matches!(
+        finish_reason.as_str(),
+        "SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "IMAGE_SAFETY"
+    );
+    if text.trim().is_empty() {
+        if blocked {
+            return Ok(ModelReply::Blocked {
+                reason: format!("reply blocked: {finish_reason}"),
+            });
+        }
+        if finish_reason == "MAX_TOKENS" {
+            return Err(ModelError::Permanent {
+                message: "the output token budget ran out before any text was produced".into(),
+            });
+        }
+        return Err(ModelError::Transient {
+            message: format!("empty reply (finishReason {finish_reason})"),
+            retry_after: None,
+        });
+    }
+    Ok(ModelReply::Text {
+        text,
+        finish_reason,
+    })
+}
+
+#[async_trait::async_trait]
+impl ReplyModel for GeminiClient {
+    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
+        let body = request_body(conversation, self.max_output_tokens);
+        interpret(self.generate(body).await?)
+    }
+
+    async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError> {
+        let prompt = format!(
+            "Write a title of at most six words for a chat that starts like this. \
+             Answer with the title only.\n\nUser: {}\n\nAssistant: {}",
+            user_text.chars().take(1000).collect::<String>(),
+            reply_text.chars().take(1000).collect::<String>()
+        );
+        let turn = [Turn {
+            role: Role::User,
+            text: prompt,
+        }];
+        match interpret(self.generate(request_body(&turn, 64)).await?)? {
+            ModelReply::Text { text, .. } => Ok(clean_title(&text)),
+            ModelReply::Blocked { reason } => Err(ModelError::Permanent { message: reason }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateResponse {
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    pub prompt_feedback: Option<PromptFeedback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub content: Option<Content>,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Content {
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    pub text: Option<String>,
+    #[serde(default)]
+    pub thought: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptFeedback {
+    pub block_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDetail {
+    #[serde(rename = "@type", default)]
+    kind: String,
+    retry_delay: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> GenerateResponse {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn reads_text_and_skips_thoughts() {
+        let r = parse(
+            json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "thinking...", "thought": true}, {"text": "Hello"}, {"text": " there"}
+        ]}, "finishReason": "STOP"}]}),
+        );
+        assert_eq!(
+            interpret(r).unwrap(),
+            ModelReply::Text {
+                text: "Hello there".into(),
+                finish_reason: "STOP".into()
+            }
+        );
+    }
+
+    #[test]
+    fn blocked_prompt_and_reply() {
+        let r = parse(json!({"promptFeedback": {"blockReason": "SAFETY"}}));
+        assert!(matches!(interpret(r).unwrap(), ModelReply::Blocked { .. }));
+        let r = parse(json!({"candidates": [{"finishReason": "SAFETY"}]}));
+        assert!(matches!(interpret(r).unwrap(), ModelReply::Blocked { .. }));
+    }
+
+    #[test]
+    fn max_tokens_keeps_partial_text() {
+        let r = parse(
+            json!({"candidates": [{"content": {"parts": [{"text": "Partial"}]}, "finishReason": "MAX_TOKENS"}]}),
+        );
+        assert_eq!(
+            interpret(r).unwrap(),
+            ModelReply::Text {
+                text: "Partial".into(),
+                finish_reason: "MAX_TOKENS".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_are_classified_with_retry_delay() {
+        let body = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow down",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}});
+        match classify_error(StatusCode::TOO_MANY_REQUESTS, &body.to_string()) {
+            ModelError::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_millis(1500)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify_error(StatusCode::BAD_REQUEST, "{}"),
+            ModelError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify_error(StatusCode::SERVICE_UNAVAILABLE, "oops"),
+            ModelError::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+}

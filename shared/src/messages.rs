@@ -1,0 +1,188 @@
+//! Messages: user messages and the model replies that answer them.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::error::AppResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Answered,
+    Failed,
+    Blocked,
+    /// A model reply.
+    Complete,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Answered => "answered",
+            Self::Failed => "failed",
+            Self::Blocked => "blocked",
+            Self::Complete => "complete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub id: Uuid,
+    pub chatroom_id: Uuid,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    /// For a model reply: the user message it answers.
+    pub reply_to: Option<Uuid>,
+    pub finish_reason: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub seq: i64,
+    #[serde(skip)]
+    pub user_id: Uuid,
+}
+
+impl Message {
+    pub fn is_terminal(&self) -> bool {
+        self.status != Status::Pending.as_str()
+    }
+}
+
+pub const CONTENT_MAX: usize = 4000;
+
+const COLUMNS: &str = "id, seq, chatroom_id, user_id, role, content, status, reply_to, \
+                       finish_reason, failure_reason, created_at";
+
+pub fn from_row(row: &Row) -> Message {
+    Message {
+        id: row.get("id"),
+        seq: row.get("seq"),
+        chatroom_id: row.get("chatroom_id"),
+        user_id: row.get("user_id"),
+        role: row.get("role"),
+        content: row.get("content"),
+        status: row.get("status"),
+        reply_to: row.get("reply_to"),
+        finish_reason: row.get("finish_reason"),
+        failure_reason: row.get("failure_reason"),
+        created_at: row.get("created_at"),
+    }
+}
+
+pub async fn insert_user_message<C: GenericClient>(
+    db: &C,
+    user: Uuid,
+    chatroom: Uuid,
+    content: &str,
+) -> AppResult<Message> {
+    let sql = format!(
+        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         VALUES ($1, $2, $3, 'user', $4, 'pending') RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_one(&sql, &[&Uuid::now_v7(), &chatroom, &user, &content])
+        .await?;
+    Ok(from_row(&row))
+}
+
+pub async fn by_id<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
+    Ok(db.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+}
+
+/// A message of `user` in `chatroom`, or `None`.
+pub async fn owned<C: GenericClient>(
+    db: &C,
+    user: Uuid,
+    chatroom: Uuid,
+    id: Uuid,
+) -> AppResult<Option<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE id = $1 AND chatroom_id = $2 AND user_id = $3"
+    );
+    Ok(db
+        .query_opt(&sql, &[&id, &chatroom, &user])
+        .await?
+        .as_ref()
+        .map(from_row))
+}
+
+pub async fn reply_to<C: GenericClient>(db: &C, message: Uuid) -> AppResult<Option<Message>> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE reply_to = $1");
+    Ok(db
+        .query_opt(&sql, &[&message])
+        .await?
+        .as_ref()
+        .map(from_row))
+}
+
+/// Up to `limit` messages older than `before_seq` (all when `None`), oldest first.
+/// Returns whether older ones remain.
+pub async fn page<C: GenericClient>(
+    db: &C,
+    chatroom: Uuid,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> AppResult<(Vec<Message>, bool)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE chatroom_id = $1 AND seq < $2 \
+         ORDER BY seq DESC LIMIT $3"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[&chatroom, &before_seq.unwrap_or(i64::MAX), &(limit + 1)],
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let mut out: Vec<Message> = rows.iter().take(limit as usize).map(from_row).collect();
+    out.reverse();
+    Ok((out, more))
+}
+
+/// The conversation before message `seq`: answered user turns and model replies,
+/// newest `max_messages` of them, oldest first (bounded: the index walks back from `seq`).
+pub async fn history<C: GenericClient>(
+    db: &C,
+    chatroom: Uuid,
+    before_seq: i64,
+    max_messages: i64,
+) -> AppResult<Vec<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE chatroom_id = $1 AND seq < $2 \
+         AND status IN ('answered', 'complete') ORDER BY seq DESC LIMIT $3"
+    );
+    let rows = db
+        .query(&sql, &[&chatroom, &before_seq, &max_messages])
+        .await?;
+    let mut out: Vec<Message> = rows.iter().map(from_row).collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// Marks a still-pending user message `failed`; `false` when it was no longer pending.
+pub async fn mark_failed<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> AppResult<bool> {
+    let n = db
+        .execute(
+            "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id, &reason],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn count_attempt<C: GenericClient>(db: &C, id: Uuid) -> AppResult<()> {
+    db.execute(
+        "UPDATE messages SET attempts = attempts + 1 WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The reply model seen by the worker: one trait, with Gemini as the real provider and
+//! an offline stand-in for local runs without an API key.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Model,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelReply {
+    /// `finish_reason` as the provider reports it (`STOP`, `MAX_TOKENS`, ...).
+    Text { text: String, finish_reason: String },
+    /// The prompt or the reply was blocked by safety filters.
+    Blocked { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// Worth retrying: rate limits, overload, network trouble.
+    #[error("transient model error: {message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: bad request, bad key, unknown model.
+    #[error("model error: {message}")]
+    Permanent { message: String },
+}
+
+#[async_trait::async_trait]
+pub trait ReplyModel: Send + Sync {
+    /// One attempt at a reply to the last user turn; the worker owns retries.
+    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError>;
+    /// A short title for a conversation that starts with this exchange.
+    async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError>;
+}
+
+/// Used by `make dev` when `GOOGLE_API_KEY` is not set; its replies say so plainly.
+/// Never used by the Lambda worker, which refuses to start without a key.
+pub struct OfflineModel;
+
+pub const OFFLINE_LABEL: &str =
+    "[offline reply: GOOGLE_API_KEY is not set, so no model was called]";
+
+#[async_trait::async_trait]
+impl ReplyModel for OfflineModel {
+    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
+        let last = conversation
+            .last()
+            .map(|t| t.text.as_str())
+            .unwrap_or_default();
+        let preview: String = last.chars().take(200).collect();
+        Ok(ModelReply::Text {
+            text: format!(
+                "{OFFLINE_LABEL} You said: \"{preview}\" ({} earlier turns were in context.)",
+                conversation.len().saturating_sub(1)
+            ),
+            finish_reason: "OFFLINE".into(),
+        })
+    }
+
+    async fn title(&self, user_text: &str, _reply_text: &str) -> Result<String, ModelError> {
+        Ok(clean_title(user_text))
+    }
+}
+
+/// A title is one line, unquoted, at most 60 characters (on a word boundary when possible).
+pub fn clean_title(raw: &str) -> String {
+    let line = raw
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let line = line
+        .trim_matches(|c: char| c == '"' || c == '\'' || c == '*' || c == '#')
+        .trim();
+    let line = line.strip_prefix("Title:").unwrap_or(line).trim();
+    if line.chars().count() <= 60 {
+        return if line.is_empty() {
+            "New chat".into()
+        } else {
+            line.to_string()
+        };
+    }
+    let cut: String = line.chars().take(60).collect();
+    let cut = cut
+        .rsplit_once(' ')
+        .map(|(head, _)| head)
+        .filter(|h| h.len() > 20)
+        .unwrap_or(&cut);
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_short_single_lines() {
+        assert_eq!(clean_title("\"Rust lifetimes\"\nmore"), "Rust lifetimes");
+        assert_eq!(clean_title("Title: Trip to Oslo"), "Trip to Oslo");
+        assert_eq!(clean_title("   "), "New chat");
+        let long = clean_title(&"word ".repeat(40));
+        assert!(long.chars().count() <= 61, "{long}");
+        assert!(long.ends_with('…'));
+    }
+}

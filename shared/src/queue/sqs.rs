@@ -1,0 +1,56 @@
+//! SQS publisher (aws-sdk-sqs).
+
+use aws_sdk_sqs::Client;
+use tokio::sync::OnceCell;
+
+use super::{QueueError, ReplyJob, ReplyQueue};
+
+pub struct SqsQueue {
+    client: OnceCell<Client>,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    /// The client is built on first publish (credentials from the environment).
+    pub fn from_env(queue_url: String) -> Self {
+        Self {
+            client: OnceCell::new(),
+            queue_url,
+        }
+    }
+
+    pub fn with_client(client: Client, queue_url: String) -> Self {
+        Self {
+            client: OnceCell::new_with(Some(client)),
+            queue_url,
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                Client::new(&config)
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplyQueue for SqsQueue {
+    async fn publish(&self, job: ReplyJob) -> Result<(), QueueError> {
+        let body = serde_json::to_string(&job).map_err(|e| QueueError(e.to_string()))?;
+        self.client()
+            .await
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = ?e, "SQS publish failed");
+                QueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+            })?;
+        Ok(())
+    }
+}

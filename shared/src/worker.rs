@@ -1,0 +1,254 @@
+//! Answering one queued message: load the conversation, ask the model (retrying
+//! transient errors inside a time budget), and store the reply exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::chat_cache;
+use crate::chatrooms;
+use crate::error::AppError;
+use crate::messages::{self, Message, Status};
+use crate::model::{ModelError, ModelReply, ReplyModel, Role, Turn};
+use crate::queue::ReplyJob;
+use crate::state::AppState;
+
+pub const BLOCKED_TEXT: &str =
+    "I can't help with that request: it was blocked by the model's safety filters.";
+
+#[derive(Clone)]
+pub struct Worker {
+    pub state: AppState,
+    pub model: Arc<dyn ReplyModel>,
+}
+
+/// The job is finished (the queue record can be deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    Blocked,
+    /// Marked `failed`; retrying cannot help.
+    Failed(String),
+    /// Nothing to do: unknown message, or already processed (a redelivery).
+    Skipped(&'static str),
+}
+
+/// The job must be delivered again (the queue record stays, or goes to the DLQ).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retry later: {0}")]
+pub struct Retry(pub String);
+
+impl From<AppError> for Retry {
+    fn from(e: AppError) -> Self {
+        Retry(e.to_string())
+    }
+}
+
+impl Worker {
+    /// `receive_count` is how many times the queue has delivered this job (1 the first time).
+    pub async fn process(&self, job: ReplyJob, receive_count: u32) -> Result<Outcome, Retry> {
+        let message = {
+            let db = self.state.db().await?;
+            let Some(message) = messages::by_id(&db, job.message_id).await? else {
+                return Ok(Outcome::Skipped("message no longer exists"));
+            };
+            if message.role != "user" || message.status != Status::Pending.as_str() {
+                return Ok(Outcome::Skipped("message already processed"));
+            }
+            messages::count_attempt(&db, message.id).await?;
+            message
+        };
+        let conversation = self.conversation(&message).await?;
+
+        let reply = match self.ask_with_retries(&conversation).await {
+            Ok(reply) => reply,
+            Err(ModelError::Permanent { message: reason }) => {
+                tracing::warn!(message_id = %message.id, %reason, "model refused the request; message failed");
+                let db = self.state.db().await?;
+                messages::mark_failed(&db, message.id, &reason).await?;
+                chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                return Ok(Outcome::Failed(reason));
+            }
+            Err(ModelError::Transient {
+                message: reason, ..
+            }) => {
+                let max = self.state.config.max_receive_count;
+                if receive_count >= max {
+                    // Last delivery: end the message as failed; the record still goes on
+                    // to the dead-letter queue for inspection.
+                    let db = self.state.db().await?;
+                    let why =
+                        format!("the model stayed unavailable after {max} deliveries: {reason}");
+                    messages::mark_failed(&db, message.id, &why).await?;
+                    chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                    tracing::error!(message_id = %message.id, %why, "giving up; message failed");
+                }
+                return Err(Retry(reason));
+            }
+        };
+        let outcome = self.save(&message, reply).await?;
+        if outcome == Outcome::Answered {
+            self.title_if_unnamed(&message).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Earlier turns, newest kept first within the message and character budgets.
+    async fn conversation(&self, message: &Message) -> Result<Vec<Turn>, Retry> {
+        let settings = &self.state.config.gemini;
+        let db = self.state.db().await?;
+        let earlier = messages::history(
+            &db,
+            message.chatroom_id,
+            message.seq,
+            settings.history_max_messages as i64,
+        )
+        .await?;
+        let mut budget = settings
+            .history_max_chars
+            .saturating_sub(message.content.chars().count());
+        let mut kept = Vec::new();
+        for m in earlier.iter().rev() {
+            let n = m.content.chars().count();
+            if n > budget {
+                break;
+            }
+            budget -= n;
+            kept.push(Turn {
+                role: if m.role == "model" {
+                    Role::Model
+                } else {
+                    Role::User
+                },
+                text: m.content.clone(),
+            });
+        }
+        kept.reverse();
+        // The model expects the conversation to open with a user turn.
+        while kept.first().is_some_and(|t| t.role == Role::Model) {
+            kept.remove(0);
+        }
+        kept.push(Turn {
+            role: Role::User,
+            text: message.content.clone(),
+        });
+        Ok(kept)
+    }
+
+    async fn ask_with_retries(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
+        let budget = self.state.config.gemini.retry_budget;
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            match self.model.reply(conversation).await {
+                Err(ModelError::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    attempt += 1;
+                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
+                        .min(Duration::from_secs(8));
+                    let delay = retry_after.unwrap_or(backoff);
+                    if started.elapsed() + delay > budget {
+                        return Err(ModelError::Transient {
+                            message,
+                            retry_after,
+                        });
+                    }
+                    tracing::info!(attempt, delay_ms = delay.as_millis() as u64, %message, "model busy; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Stores the reply and flips the user message in one transaction. The unique
+    /// index on `reply_to` makes a concurrent or repeated delivery a no-op.
+    async fn save(&self, message: &Message, reply: ModelReply) -> Result<Outcome, Retry> {
+        let (text, finish_reason, status, outcome) = match reply {
+            ModelReply::Text {
+                text,
+                finish_reason,
+            } => (text, finish_reason, Status::Answered, Outcome::Answered),
+            ModelReply::Blocked { reason } => {
+                tracing::info!(message_id = %message.id, %reason, "blocked by safety filters");
+                (
+                    BLOCKED_TEXT.to_string(),
+                    "SAFETY".to_string(),
+                    Status::Blocked,
+                    Outcome::Blocked,
+                )
+            }
+        };
+        let mut db = self.state.db().await?;
+        let tx = db.transaction().await.map_err(AppError::from)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
+                 VALUES ($1, $2, $3, 'model', $4, 'complete', $5, $6) \
+                 ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING",
+                &[&Uuid::now_v7(), &message.chatroom_id, &message.user_id, &text, &message.id, &finish_reason],
+            )
+            .await
+            .map_err(AppError::from)?;
+        let flipped = tx
+            .execute(
+                "UPDATE messages SET status = $2, updated_at = now() WHERE id = $1 AND status = 'pending'",
+                &[&message.id, &status.as_str()],
+            )
+            .await
+            .map_err(AppError::from)?;
+        if inserted == 0 || flipped == 0 {
+            tx.rollback().await.map_err(AppError::from)?;
+            return Ok(Outcome::Skipped("message already processed"));
+        }
+        tx.execute(
+            "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1",
+            &[&message.chatroom_id],
+        )
+        .await
+        .map_err(AppError::from)?;
+        tx.commit().await.map_err(AppError::from)?;
+        chat_cache::invalidate(&self.state.redis, message.user_id).await;
+        tracing::info!(message_id = %message.id, status = status.as_str(), "reply stored");
+        Ok(outcome)
+    }
+
+    /// Names an unnamed chatroom from its first exchange. Best effort: failures only log.
+    async fn title_if_unnamed(&self, message: &Message) {
+        let result: Result<(), String> = async {
+            let db = self.state.db().await.map_err(|e| e.to_string())?;
+            let room = chatrooms::owned(&db, message.user_id, message.chatroom_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if room.is_none_or(|r| r.name.is_some()) {
+                return Ok(());
+            }
+            let reply = messages::reply_to(&db, message.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|r| r.content)
+                .unwrap_or_default();
+            drop(db);
+            let title = self
+                .model
+                .title(&message.content, &reply)
+                .await
+                .map_err(|e| e.to_string())?;
+            let db = self.state.db().await.map_err(|e| e.to_string())?;
+            if let Some(owner) = chatrooms::set_title_if_unnamed(&db, message.chatroom_id, &title)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                chat_cache::invalidate(&self.state.redis, owner).await;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(chatroom_id = %message.chatroom_id, error = %e, "could not title the chatroom");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The daily cap: atomic under concurrency on both backends, refunds, Pro, headers.
+
+use std::sync::Arc;
+
+use api_tests::{TestApp, dynamodb_client, unique_email};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use axum::http::StatusCode;
+use shared::quota::dynamodb::DynamoQuota;
+
+async fn dynamo_table() -> String {
+    let client = dynamodb_client();
+    let table = format!("quota-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the quota table in the emulator");
+    table
+}
+
+async fn dynamo_app() -> TestApp {
+    let table = dynamo_table().await;
+    TestApp::spawn_full(
+        |_| {},
+        |s| s.quota = Arc::new(DynamoQuota::with_client(dynamodb_client(), table)),
+    )
+    .await
+}
+
+async fn fifty_concurrent_sends_admit_exactly_five(app: TestApp) {
+    let app = Arc::new(app);
+    let token = app.user_token(&unique_email("burst")).await;
+    let room = app.create_chatroom(&token, Some("burst")).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (app, token, room) = (app.clone(), token.clone(), room.clone());
+        tasks.push(tokio::spawn(async move {
+            app.send_message(&token, &room, &format!("msg {i}"))
+                .await
+                .status
+        }));
+    }
+    let mut accepted = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((accepted, limited), (5, 45));
+    let stored: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 5);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sends_redis() {
+    fifty_concurrent_sends_admit_exactly_five(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sends_dynamodb() {
+    fifty_concurrent_sends_admit_exactly_five(dynamo_app().await).await;
+}
+
+async fn sixth_is_refused_with_headers(app: TestApp) {
+    let token = app.user_token(&unique_email("sixth")).await;
+    let room = app.create_chatroom(&token, Some("cap")).await;
+    for i in 0..5 {
+        let r = app.send_message(&token, &room, "hi").await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(r.headers["ratelimit-limit"], "5");
+        assert_eq!(
+            r.headers["ratelimit-remaining"],
+            (4 - i).to_string().as_str()
+        );
+        assert!(r.headers.contains_key("ratelimit-reset"));
+    }
+    let r = app.send_message(&token, &room, "one too many").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.error_code(), "daily_limit_reached");
+    assert_eq!(r.headers["ratelimit-remaining"], "0");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let reset: u64 = r.headers["ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry));
+    assert_eq!(retry, reset);
+
+    // Upgrading lifts the cap at once; downgrading restores it.
+    app.set_tier(&token, "pro").await;
+    for _ in 0..3 {
+        let r = app.send_message(&token, &room, "pro").await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert!(!r.headers.contains_key("ratelimit-remaining"));
+    }
+    app.set_tier(&token, "basic").await;
+    assert_eq!(
+        app.send_message(&token, &room, "basic again").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn sixth_message_refused_redis() {
+    sixth_is_refused_with_headers(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn sixth_message_refused_dynamodb() {
+    sixth_is_refused_with_headers(dynamo_app().await).await;
+}
+
+#[tokio::test]
+async fn failed_requests_give_the_unit_back() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("refund")).await;
+    let room = app.create_chatroom(&token, Some("refund")).await;
+    // Validation failures after counting: refunded.
+    for _ in 0..7 {
+        let r = app.send_message(&token, &room, "   ").await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // Someone else's or a missing chatroom: 404 before counting.
+    for _ in 0..7 {
+        let r = app
+            .send_message(&token, &uuid::Uuid::new_v4().to_string(), "hi")
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+    let r = app.send_message(&token, &room, "first real one").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.headers["ratelimit-remaining"], "4");
+}
+
+#[tokio::test]
+async fn pro_users_are_unlimited_but_counted() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("pro")).await;
+    app.set_tier(&token, "pro").await;
+    let room = app.create_chatroom(&token, Some("pro")).await;
+    for _ in 0..12 {
+        assert_eq!(
+            app.send_message(&token, &room, "unlimited").await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    let me = app.get("/user/me", &token).await;
+    let id: uuid::Uuid = me.body["id"].as_str().unwrap().parse().unwrap();
+    let used = app
+        .state
+        .quota
+        .used(id, shared::quota::today(chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert_eq!(used, 12);
+}
