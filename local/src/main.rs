@@ -34,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(OfflineModel)
         }
     };
+    if state.billing.is_none() {
+        tracing::warn!("Stripe is not configured: billing routes answer 503 billing_unavailable");
+    }
     tokio::spawn(run_worker(
         Worker {
             state: state.clone(),
@@ -45,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
     let routes = axum::Router::new()
         .merge(auth_fn::routes(state.clone()))
         .merge(user_fn::routes(state.clone()))
-        .merge(chatroom_fn::routes(state.clone()));
+        .merge(chatroom_fn::routes(state.clone()))
+        .merge(subscription_fn::routes(state.clone()))
+        .merge(stripe_webhook_fn::routes(state.clone()));
     let app = shared::http::app(routes);
 
     let addr: SocketAddr = std::env::var("LOCAL_ADDR")

@@ -75,6 +75,18 @@ pub struct Config {
     pub gemini: GeminiSettings,
     /// The queue's maxReceiveCount: on the last receive a still-failing message is marked failed.
     pub max_receive_count: u32,
+    pub stripe: StripeSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub api_key: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub pro_price_id: Option<String>,
+    /// Where Checkout and the portal send users back to.
+    pub frontend_url: String,
+    /// Override of `https://api.stripe.com/` (tests point it at a fake).
+    pub api_base: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +191,17 @@ impl Config {
                 history_max_chars: env.parsed("HISTORY_MAX_CHARS", 16_000)?,
             },
             max_receive_count: env.parsed("MAX_RECEIVE_COUNT", 5)?,
+            stripe: StripeSettings {
+                api_key: env.optional("STRIPE_API_KEY").map(Secret::new),
+                webhook_secret: env.optional("STRIPE_WEBHOOK_SECRET").map(Secret::new),
+                pro_price_id: env.optional("STRIPE_PRO_PRICE_ID"),
+                frontend_url: env
+                    .optional("FRONTEND_URL")
+                    .unwrap_or_else(|| "http://localhost:3000".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                api_base: env.optional("STRIPE_API_BASE"),
+            },
         })
     }
 }

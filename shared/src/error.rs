@@ -39,6 +39,12 @@ pub enum AppError {
     /// A dependency other than the database is down (Redis, the queue, ...).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// A webhook signature that does not verify (400).
+    #[error("invalid webhook signature: {0}")]
+    InvalidSignature(String),
+    /// Processing failed for a reason that may pass; the sender should deliver again (500).
+    #[error("{0}")]
+    RetryLater(String),
     /// A bug or an unexpected failure; details go to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

@@ -2,6 +2,7 @@
 //! and the domain logic every Lambda function and the local server use.
 
 pub mod auth;
+pub mod billing;
 pub mod bootstrap;
 pub mod chat;
 pub mod chat_cache;

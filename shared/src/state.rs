@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::billing::BillingProvider;
 use crate::config::Config;
 use crate::error::AppResult;
 use crate::jwt::JwtKeys;
@@ -27,6 +28,8 @@ pub struct Services {
     pub quota: Arc<dyn QuotaStore>,
     /// `None` when no queue is configured: sending then answers 503.
     pub queue: Option<Arc<dyn ReplyQueue>>,
+    /// `None` when Stripe is not configured: billing routes answer 503.
+    pub billing: Option<Arc<dyn BillingProvider>>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
         let otp = OtpStore::new(redis.clone(), &mac.finalize().into_bytes());
         let quota = crate::quota::store_from_config(&config, &redis)?;
         let queue = queue_from_config(&config)?;
+        let billing = billing_from_config(&config)?;
         Ok(Self(Arc::new(Services {
             config,
             db,
@@ -50,6 +54,7 @@ impl AppState {
             otp,
             quota,
             queue,
+            billing,
         })))
     }
 
@@ -83,5 +88,18 @@ fn queue_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueu
 
 #[cfg(not(feature = "sqs"))]
 fn queue_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
+    Ok(None)
+}
+
+#[cfg(feature = "stripe")]
+fn billing_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn BillingProvider>>> {
+    Ok(
+        crate::billing::stripe::StripeBilling::from_settings(&config.stripe)?
+            .map(|b| Arc::new(b) as Arc<dyn BillingProvider>),
+    )
+}
+
+#[cfg(not(feature = "stripe"))]
+fn billing_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn BillingProvider>>> {
     Ok(None)
 }

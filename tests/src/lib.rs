@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
 use wiremock::MockServer;
 
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_test_secret";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 fn env(name: &str) -> String {
@@ -153,6 +154,13 @@ pub fn test_config(database_url: &str) -> Config {
             history_max_chars: 16_000,
         },
         max_receive_count: 3,
+        stripe: shared::config::StripeSettings {
+            api_key: Some(Secret::new("sk_test_fake")),
+            webhook_secret: Some(Secret::new(STRIPE_WEBHOOK_SECRET)),
+            pro_price_id: Some("price_pro_test".into()),
+            frontend_url: "https://app.example.com".into(),
+            api_base: None,
+        },
     }
 }
 
@@ -162,6 +170,8 @@ pub struct TestApp {
     pub database_url: String,
     /// Fake Gemini: tests mount the answers they need.
     pub gemini: MockServer,
+    /// Fake Stripe API.
+    pub stripe: MockServer,
     pub worker: Worker,
     jobs: Mutex<UnboundedReceiver<ReplyJob>>,
 }
@@ -210,6 +220,8 @@ impl TestApp {
     pub async fn from_config_with(mut config: Config, change: impl FnOnce(&mut Services)) -> Self {
         let gemini = MockServer::start().await;
         config.gemini.base_url = gemini.uri();
+        let stripe = MockServer::start().await;
+        config.stripe.api_base = Some(format!("{}/", stripe.uri()));
         let database_url = config.database_url.expose().to_string();
         let (queue, jobs) = MemoryQueue::new();
         let state = AppState::new(config).expect("state builds").with(|s| {
@@ -220,7 +232,9 @@ impl TestApp {
         let routes = Router::new()
             .merge(auth_fn::routes(state.clone()))
             .merge(user_fn::routes(state.clone()))
-            .merge(chatroom_fn::routes(state.clone()));
+            .merge(chatroom_fn::routes(state.clone()))
+            .merge(subscription_fn::routes(state.clone()))
+            .merge(stripe_webhook_fn::routes(state.clone()));
         Self {
             router: shared::http::app(routes),
             worker: Worker {
@@ -230,6 +244,7 @@ impl TestApp {
             state,
             database_url,
             gemini,
+            stripe,
             jobs: Mutex::new(jobs),
         }
     }
@@ -359,6 +374,32 @@ impl TestApp {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Delivers a webhook body with the given `Stripe-Signature` header (if any).
+    pub async fn webhook(&self, body: &str, signature: Option<&str>) -> TestResponse {
+        let mut req =
+            Request::post("/webhook/stripe").header(header::CONTENT_TYPE, "application/json");
+        if let Some(sig) = signature {
+            req = req.header("stripe-signature", sig);
+        }
+        self.send(req.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    /// Delivers a webhook body signed for real with the test secret, now.
+    pub async fn signed_webhook(&self, body: &str) -> TestResponse {
+        let sig = shared::billing::webhook::sign(
+            body.as_bytes(),
+            STRIPE_WEBHOOK_SECRET,
+            chrono::Utc::now().timestamp(),
+        );
+        self.webhook(body, Some(&sig)).await
+    }
+
+    pub async fn user_id(&self, token: &str) -> Uuid {
+        let me = self.get("/user/me", token).await;
+        me.body["id"].as_str().unwrap().parse().unwrap()
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {

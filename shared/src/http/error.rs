@@ -30,6 +30,8 @@ impl AppError {
             }
             Self::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            Self::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            Self::RetryLater(_) => (StatusCode::INTERNAL_SERVER_ERROR, "processing_failed"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

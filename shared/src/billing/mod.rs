@@ -1,0 +1,179 @@
+//! Pro subscriptions: Checkout, the billing portal, status, and webhook-driven state.
+//! The payment provider sits behind a trait; Stripe (async-stripe) implements it.
+
+#[cfg(feature = "stripe")]
+pub mod stripe;
+pub mod webhook;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::quota;
+use crate::state::AppState;
+use crate::users::User;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment provider error: {0}")]
+pub struct ProviderError(pub String);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutLink {
+    pub checkout_url: String,
+    pub session_id: String,
+}
+
+#[async_trait::async_trait]
+pub trait BillingProvider: Send + Sync {
+    /// Creates the provider-side customer for `user` (idempotent per user).
+    async fn create_customer(&self, user: Uuid, email: &str) -> Result<String, ProviderError>;
+    async fn create_checkout(
+        &self,
+        customer: &str,
+        user: Uuid,
+    ) -> Result<CheckoutLink, ProviderError>;
+    async fn create_portal(&self, customer: &str) -> Result<String, ProviderError>;
+}
+
+fn unavailable() -> AppError {
+    AppError::Unavailable {
+        code: "billing_unavailable",
+        message:
+            "billing is not configured on this server (STRIPE_API_KEY and STRIPE_PRO_PRICE_ID)"
+                .into(),
+    }
+}
+
+fn provider_failed(e: ProviderError) -> AppError {
+    tracing::error!(error = %e, "payment provider call failed");
+    AppError::Unavailable {
+        code: "billing_unavailable",
+        message: "the payment provider could not be reached; retry shortly".into(),
+    }
+}
+
+/// Statuses that keep (or grant) Pro. `past_due` keeps Pro while Stripe retries the
+/// payment (its Smart Retries run for days); the subscription turns `unpaid` or
+/// `canceled` when they give up, and the user drops back to Basic then.
+pub const PRO_STATUSES: &[&str] = &["active", "trialing", "past_due"];
+
+async fn customer_for(
+    state: &AppState,
+    provider: &dyn BillingProvider,
+    user: &User,
+) -> AppResult<String> {
+    let db = state.db().await?;
+    let existing: Option<String> = db
+        .query_one(
+            "SELECT stripe_customer_id FROM users WHERE id = $1",
+            &[&user.id],
+        )
+        .await?
+        .get(0);
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let created = provider
+        .create_customer(user.id, &user.email)
+        .await
+        .map_err(provider_failed)?;
+    // Concurrent first checkouts: the provider call is idempotent per user, and only the
+    // first writer stores its id; everybody then uses the stored one.
+    db.execute(
+        "UPDATE users SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL",
+        &[&user.id, &created],
+    )
+    .await?;
+    let stored: Option<String> = db
+        .query_one(
+            "SELECT stripe_customer_id FROM users WHERE id = $1",
+            &[&user.id],
+        )
+        .await?
+        .get(0);
+    Ok(stored.unwrap_or(created))
+}
+
+pub async fn start_checkout(state: &AppState, user: &User) -> AppResult<CheckoutLink> {
+    let provider = state.billing.clone().ok_or_else(unavailable)?;
+    if user.tier == "pro" {
+        return Err(AppError::Conflict {
+            code: "already_subscribed",
+            message: "you already have Pro; manage it with POST /subscription/portal".into(),
+        });
+    }
+    let customer = customer_for(state, provider.as_ref(), user).await?;
+    let link = provider
+        .create_checkout(&customer, user.id)
+        .await
+        .map_err(provider_failed)?;
+    tracing::info!(user_id = %user.id, session_id = %link.session_id, "checkout session created");
+    Ok(link)
+}
+
+pub async fn portal(state: &AppState, user: &User) -> AppResult<String> {
+    let provider = state.billing.clone().ok_or_else(unavailable)?;
+    let db = state.db().await?;
+    let customer: Option<String> = db
+        .query_one(
+            "SELECT stripe_customer_id FROM users WHERE id = $1",
+            &[&user.id],
+        )
+        .await?
+        .get(0);
+    let customer = customer.ok_or_else(|| AppError::Conflict {
+        code: "no_billing_account",
+        message: "there is no billing account yet: subscribe first with POST /subscribe/pro".into(),
+    })?;
+    provider
+        .create_portal(&customer)
+        .await
+        .map_err(provider_failed)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub used_today: u32,
+    pub daily_limit: Option<u32>,
+    pub resets_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub tier: String,
+    /// The Stripe subscription status, or `"none"`.
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub usage: Usage,
+}
+
+pub async fn status(state: &AppState, user: &User) -> AppResult<Status> {
+    let db = state.db().await?;
+    // The subscription that decides the tier: a Pro-granting one first, then the latest.
+    let row = db
+        .query_opt(
+            "SELECT status, current_period_end, cancel_at_period_end FROM subscriptions \
+             WHERE user_id = $1 \
+             ORDER BY (status = ANY($2)) DESC, event_created DESC LIMIT 1",
+            &[&user.id, &PRO_STATUSES],
+        )
+        .await?;
+    drop(db);
+    let now = Utc::now();
+    let used_today = state.quota.used(user.id, quota::today(now)).await?;
+    Ok(Status {
+        tier: user.tier.clone(),
+        status: row
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |r| r.get(0)),
+        current_period_end: row.as_ref().and_then(|r| r.get(1)),
+        cancel_at_period_end: row.as_ref().is_some_and(|r| r.get(2)),
+        usage: Usage {
+            used_today,
+            daily_limit: quota::limit_for(&user.tier, state.config.basic_daily_limit),
+            resets_at: quota::reset_at(now),
+        },
+    })
+}

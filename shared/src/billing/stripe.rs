@@ -1,0 +1,117 @@
+//! Stripe through async-stripe (1.0 line; customer, checkout and portal only).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_checkout::CheckoutSessionMode;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
+use stripe_core::customer::CreateCustomer;
+use uuid::Uuid;
+
+use super::{BillingProvider, CheckoutLink, ProviderError};
+use crate::config::StripeSettings;
+
+pub struct StripeBilling {
+    client: Client,
+    price_id: String,
+    frontend_url: String,
+}
+
+impl StripeBilling {
+    /// `None` unless both the API key and the Pro price are configured.
+    pub fn from_settings(settings: &StripeSettings) -> anyhow::Result<Option<Self>> {
+        let (Some(key), Some(price_id)) = (&settings.api_key, &settings.pro_price_id) else {
+            return Ok(None);
+        };
+        let mut builder = ClientBuilder::new(key.expose()).timeout(Duration::from_secs(10));
+        if let Some(base) = &settings.api_base {
+            builder = builder.url(base.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            anyhow::anyhow!("configuration error: STRIPE_API_KEY/STRIPE_API_BASE: {e}")
+        })?;
+        Ok(Some(Self {
+            client,
+            price_id: price_id.clone(),
+            frontend_url: settings.frontend_url.clone(),
+        }))
+    }
+}
+
+fn key(raw: &str) -> Result<RequestStrategy, ProviderError> {
+    IdempotencyKey::new(raw)
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| ProviderError(format!("idempotency key: {e}")))
+}
+
+fn err(e: stripe::StripeError) -> ProviderError {
+    ProviderError(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl BillingProvider for StripeBilling {
+    async fn create_customer(&self, user: Uuid, email: &str) -> Result<String, ProviderError> {
+        let metadata = HashMap::from([("user_id".to_string(), user.to_string())]);
+        let customer = CreateCustomer::new()
+            .email(email)
+            .metadata(metadata)
+            .customize()
+            // One customer per user even when two first checkouts race.
+            .request_strategy(key(&format!("customer-{user}"))?)
+            .send(&self.client)
+            .await
+            .map_err(err)?;
+        Ok(customer.id.to_string())
+    }
+
+    async fn create_checkout(
+        &self,
+        customer: &str,
+        user: Uuid,
+    ) -> Result<CheckoutLink, ProviderError> {
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(self.price_id.clone());
+        item.quantity = Some(1);
+        let metadata = HashMap::from([("user_id".to_string(), user.to_string())]);
+        let mut subscription_data = CreateCheckoutSessionSubscriptionData::new();
+        subscription_data.metadata = Some(metadata.clone());
+        let session = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Subscription)
+            .customer(customer)
+            .client_reference_id(user.to_string())
+            .line_items(vec![item])
+            .metadata(metadata)
+            .subscription_data(subscription_data)
+            .success_url(format!(
+                "{}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
+                self.frontend_url
+            ))
+            .cancel_url(format!("{}/billing/cancel", self.frontend_url))
+            .customize()
+            .request_strategy(key(&format!("checkout-{}", Uuid::new_v4()))?)
+            .send(&self.client)
+            .await
+            .map_err(err)?;
+        let checkout_url = session
+            .url
+            .ok_or_else(|| ProviderError("checkout session without a url".into()))?;
+        Ok(CheckoutLink {
+            checkout_url,
+            session_id: session.id.to_string(),
+        })
+    }
+
+    async fn create_portal(&self, customer: &str) -> Result<String, ProviderError> {
+        let session = CreateBillingPortalSession::new()
+            .customer(customer)
+            .return_url(format!("{}/billing", self.frontend_url))
+            .send(&self.client)
+            .await
+            .map_err(err)?;
+        Ok(session.url)
+    }
+}

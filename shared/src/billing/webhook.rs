@@ -1,0 +1,387 @@
+//! Stripe webhooks: signature check over the raw bytes, then one transaction that
+//! records the event id (idempotency) and applies the subscription state in order.
+//!
+//! The signature scheme is verified here rather than with async-stripe-webhook: that
+//! crate also parses the event into API-version-specific types, and a version drift
+//! between the account and the crate would then reject genuine events. We read only
+//! the few fields we need, so any API version works.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::PRO_STATUSES;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// Stripe's default tolerance between the signed timestamp and now.
+pub const TOLERANCE_SECS: i64 = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing Stripe-Signature header")]
+    Missing,
+    #[error("malformed Stripe-Signature header")]
+    Malformed,
+    #[error("signature timestamp outside the tolerance")]
+    Stale,
+    #[error("no signature matches")]
+    Mismatch,
+}
+
+/// Checks `t=<unix>,v1=<hex>[,v1=...]` against HMAC-SHA256(secret, "t.payload").
+pub fn verify_signature(
+    payload: &[u8],
+    header: Option<&str>,
+    secret: &str,
+    now: i64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => timestamp = v.parse::<i64>().ok(),
+            Some(("v1", v)) => {
+                signatures.push(hex::decode(v).map_err(|_| SignatureError::Malformed)?)
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    if (now - timestamp).abs() > TOLERANCE_SECS {
+        return Err(SignatureError::Stale);
+    }
+    for candidate in signatures {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(payload);
+        // verify_slice compares in constant time.
+        if mac.verify_slice(&candidate).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(SignatureError::Mismatch)
+}
+
+/// Signs a payload the way Stripe does (for tests, scripts and local tooling).
+pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(payload);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: i64,
+    pub data: EventData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    pub object: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+/// A subscription state carried by an event, with its place in the event order.
+struct SubscriptionState {
+    id: String,
+    customer: String,
+    status: String,
+    current_period_end: Option<i64>,
+    cancel_at_period_end: bool,
+    user_hint: Option<Uuid>,
+    rank: i16,
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        // Expanded objects carry their id.
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn user_hint(v: &Value) -> Option<Uuid> {
+    v.get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+}
+
+/// Reads a subscription object. `current_period_end` moved onto the items in newer API
+/// versions; both places are read.
+fn subscription_state(obj: &Value, rank: i16) -> Option<SubscriptionState> {
+    let period_end = obj
+        .get("current_period_end")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            obj.pointer("/items/data/0/current_period_end")
+                .and_then(Value::as_i64)
+        });
+    Some(SubscriptionState {
+        id: text(obj, "id")?,
+        customer: text(obj, "customer")?,
+        status: text(obj, "status")?,
+        current_period_end: period_end,
+        cancel_at_period_end: obj
+            .get("cancel_at_period_end")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        user_hint: user_hint(obj),
+        rank,
+    })
+}
+
+fn invalid(message: &str) -> AppError {
+    AppError::BadRequest(format!("unreadable webhook event: {message}"))
+}
+
+/// Verifies, parses and applies one delivery. Idempotent and order-safe.
+pub async fn handle(
+    state: &AppState,
+    payload: &[u8],
+    signature: Option<&str>,
+) -> AppResult<Outcome> {
+    let secret =
+        state
+            .config
+            .stripe
+            .webhook_secret
+            .as_ref()
+            .ok_or_else(|| AppError::Unavailable {
+                code: "billing_unavailable",
+                message: "webhooks are disabled: STRIPE_WEBHOOK_SECRET is not set".into(),
+            })?;
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = verify_signature(payload, signature, secret.expose(), now) {
+        tracing::warn!(reason = %e, "webhook refused");
+        return Err(AppError::InvalidSignature(e.to_string()));
+    }
+    let event: Event = serde_json::from_slice(payload).map_err(|e| invalid(&e.to_string()))?;
+    apply(state, &event).await
+}
+
+async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
+    let obj = &event.data.object;
+    let mut db = state.db().await.map_err(retry_later)?;
+    let tx = db.transaction().await.map_err(|e| retry_later(e.into()))?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&event.id, &event.kind, &event.created],
+        )
+        .await
+        .map_err(|e| retry_later(e.into()))?;
+    if fresh == 0 {
+        tracing::info!(event_id = %event.id, kind = %event.kind, "duplicate webhook event acknowledged");
+        return Ok(Outcome::Duplicate);
+    }
+
+    let sub = match event.kind.as_str() {
+        "checkout.session.completed" => {
+            let paid = matches!(
+                obj.get("payment_status").and_then(Value::as_str),
+                Some("paid" | "no_payment_required")
+            );
+            match (text(obj, "subscription"), text(obj, "customer")) {
+                (Some(id), Some(customer))
+                    if text(obj, "mode").as_deref() == Some("subscription") =>
+                {
+                    Some(SubscriptionState {
+                        id,
+                        customer,
+                        status: if paid { "active" } else { "incomplete" }.into(),
+                        current_period_end: None,
+                        cancel_at_period_end: false,
+                        user_hint: text(obj, "client_reference_id").and_then(|s| s.parse().ok()),
+                        rank: 0,
+                    })
+                }
+                _ => None,
+            }
+        }
+        "customer.subscription.created" => subscription_state(obj, 1),
+        "customer.subscription.updated" => subscription_state(obj, 2),
+        "customer.subscription.deleted" => subscription_state(obj, 3),
+        "invoice.paid" | "invoice.payment_failed" => {
+            // The subscription id sits at the top (older API versions) or under `parent`.
+            let sub_id = text(obj, "subscription").or_else(|| {
+                obj.pointer("/parent/subscription_details/subscription")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            if let Some(sub_id) = sub_id {
+                let status = if event.kind == "invoice.paid" {
+                    "paid"
+                } else {
+                    "payment_failed"
+                };
+                tx.execute(
+                    "UPDATE subscriptions SET last_invoice_status = $2, updated_at = now() WHERE id = $1",
+                    &[&sub_id, &status],
+                )
+                .await
+                .map_err(|e| retry_later(e.into()))?;
+                tracing::info!(event_id = %event.id, subscription = %sub_id, status, "invoice event recorded");
+            }
+            None
+        }
+        other => {
+            tracing::info!(event_id = %event.id, kind = other, "webhook event type ignored");
+            tx.commit().await.map_err(|e| retry_later(e.into()))?;
+            return Ok(Outcome::Ignored);
+        }
+    };
+
+    let Some(sub) = sub else {
+        tx.commit().await.map_err(|e| retry_later(e.into()))?;
+        return Ok(Outcome::Applied);
+    };
+    // The user: by the customer we created for them, else by the id we put in metadata.
+    let user: Option<Uuid> = tx
+        .query_opt(
+            "SELECT id FROM users WHERE stripe_customer_id = $1 \
+             UNION ALL SELECT id FROM users WHERE id = $2 LIMIT 1",
+            &[&sub.customer, &sub.user_hint],
+        )
+        .await
+        .map_err(|e| retry_later(e.into()))?
+        .map(|r| r.get(0));
+    let Some(user) = user else {
+        tracing::warn!(event_id = %event.id, customer = %sub.customer, "webhook for an unknown customer ignored");
+        tx.commit().await.map_err(|e| retry_later(e.into()))?;
+        return Ok(Outcome::Ignored);
+    };
+    tx.execute(
+        "UPDATE users SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL",
+        &[&user, &sub.customer],
+    )
+    .await
+    .map_err(|e| retry_later(e.into()))?;
+    let period_end = sub
+        .current_period_end
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    // Only a strictly newer (created, rank) replaces what is stored: replays and late
+    // deliveries of older events change nothing. A checkout event (rank 0) never
+    // overwrites a subscription event of the same second.
+    tx.execute(
+        "INSERT INTO subscriptions (id, user_id, customer_id, status, current_period_end, \
+             cancel_at_period_end, event_created, event_rank) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+             current_period_end = COALESCE(EXCLUDED.current_period_end, subscriptions.current_period_end), \
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end, \
+             event_created = EXCLUDED.event_created, event_rank = EXCLUDED.event_rank, updated_at = now() \
+         WHERE (subscriptions.event_created, subscriptions.event_rank) < (EXCLUDED.event_created, EXCLUDED.event_rank)",
+        &[
+            &sub.id,
+            &user,
+            &sub.customer,
+            &sub.status,
+            &period_end,
+            &sub.cancel_at_period_end,
+            &event.created,
+            &sub.rank,
+        ],
+    )
+    .await
+    .map_err(|e| retry_later(e.into()))?;
+    let tier: String = tx
+        .query_one(
+            "UPDATE users SET tier = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
+                 WHERE user_id = $1 AND status = ANY($2)) THEN 'pro' ELSE 'basic' END, updated_at = now() \
+             WHERE id = $1 RETURNING tier",
+            &[&user, &PRO_STATUSES],
+        )
+        .await
+        .map_err(|e| retry_later(e.into()))?
+        .get(0);
+    tx.commit().await.map_err(|e| retry_later(e.into()))?;
+    tracing::info!(event_id = %event.id, kind = %event.kind, user_id = %user, subscription = %sub.id, status = %sub.status, %tier, "subscription state applied");
+    Ok(Outcome::Applied)
+}
+
+/// Database trouble while handling a webhook: answer 500 so Stripe delivers it again.
+fn retry_later(e: AppError) -> AppError {
+    tracing::error!(error = %e, "webhook processing failed; Stripe will retry");
+    AppError::RetryLater("the event could not be processed; it will be retried".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_unit";
+
+    #[test]
+    fn accepts_a_valid_signature_among_several() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = sign(body, SECRET, 1_000);
+        let header = format!(
+            "t=1000,v1={},{}",
+            "00".repeat(32),
+            good.split_once(',').unwrap().1
+        );
+        assert_eq!(verify_signature(body, Some(&header), SECRET, 1_100), Ok(()));
+    }
+
+    #[test]
+    fn refuses_bad_signatures() {
+        let body = br#"{"id":"evt_1"}"#;
+        let header = sign(body, SECRET, 1_000);
+        assert_eq!(
+            verify_signature(body, None, SECRET, 1_000),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_signature(body, Some("nonsense"), SECRET, 1_000),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(body, Some(&header), SECRET, 1_301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_signature(body, Some(&header), "whsec_other", 1_000),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(br#"{"id":"evt_2"}"#, Some(&header), SECRET, 1_000),
+            Err(SignatureError::Mismatch)
+        );
+    }
+}
