@@ -1,15 +1,19 @@
-.PHONY: dev test check fmt clippy migrate release
+.PHONY: dev test watch check fmt clippy lint migrate package
 
 ## Run the whole API locally on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
 	bash scripts/dev.sh
 
-## Run every test against real services it starts and stops itself
+## Run every test against real services it starts and stops itself (also lints the template)
 test:
 	bash scripts/test.sh
 
+## Serve the HTTP functions under the Lambda emulator (cargo lambda watch) on :9000
+watch:
+	bash scripts/watch.sh
+
 ## Formatting and lints, as CI runs them
-check: fmt clippy
+check: fmt clippy lint
 
 fmt:
 	cargo fmt --all --check
@@ -17,9 +21,13 @@ fmt:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## Apply migrations to the database at $DATABASE_URL (e.g. a deployed one)
+lint:
+	bash -c 'source scripts/services.sh && ensure_tools && cfn-lint template.yaml && SAM_CLI_TELEMETRY=0 sam validate --lint'
+
+## Apply migrations to the database at $$DATABASE_URL (e.g. a deployed one)
 migrate:
 	cargo run --release -p local-server --bin migrate
 
-release:
-	cargo build --release --workspace --bins
+## Release packages for Lambda, one per function, with their sizes
+package:
+	bash scripts/package.sh

@@ -20,6 +20,8 @@ ensure_packages() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v curl >/dev/null || missing+=(curl)
     command -v jq >/dev/null || missing+=(jq)
+    command -v unzip >/dev/null || missing+=(unzip)
+    command -v bc >/dev/null || missing+=(bc)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -126,4 +128,18 @@ start_moto() {
     done
     curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 || die "moto did not start (see $dir/moto.log)"
     log "moto (SQS, DynamoDB) on 127.0.0.1:$port"
+}
+
+# Template linters and cargo-lambda, in their own virtualenv (aws-sam-cli pins many packages).
+ensure_tools() {
+    local venv="$ROOT/.local/venv-tools"
+    if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ] || [ ! -x "$venv/bin/cargo-lambda" ]; then
+        log "installing cfn-lint, aws-sam-cli and cargo-lambda into $venv (PyPI)"
+        if ! python3 -m venv "$venv" 2>/dev/null; then
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/pip" install -q --disable-pip-version-check cfn-lint aws-sam-cli cargo-lambda
+    fi
+    export PATH="$venv/bin:$PATH"
 }

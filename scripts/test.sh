@@ -11,6 +11,11 @@ MOTO_PORT="${TEST_MOTO_PORT:-55001}"
 
 ensure_packages
 ensure_moto
+ensure_tools
+
+log "linting template.yaml (cfn-lint, sam validate --lint)"
+cfn-lint template.yaml
+SAM_CLI_TELEMETRY=0 sam validate --lint --template template.yaml >/dev/null
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
@@ -30,3 +35,9 @@ export TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export RUST_LOG="${RUST_LOG:-warn}"
 
 cargo test --workspace "$@"
+
+# With arguments (a subset of tests) the emulator smoke test is skipped.
+if [ $# -eq 0 ]; then
+    DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
+        bash scripts/lambda-smoke.sh
+fi

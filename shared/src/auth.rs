@@ -33,9 +33,9 @@ pub const NAME_MAX: usize = 100;
 fn parse_name(name: Option<String>) -> AppResult<Option<String>> {
     match name.map(|n| n.trim().to_string()) {
         None => Ok(None),
-        Some(n) if n.is_empty() || n.chars().count() > NAME_MAX => Err(AppError::validation(
-            format!("name must be 1 to {NAME_MAX} characters"),
-        )),
+        Some(n) if n.is_empty() || n.chars().count() > NAME_MAX || n.contains('\0') => Err(
+            AppError::validation(format!("name must be 1 to {NAME_MAX} characters")),
+        ),
         Some(n) => Ok(Some(n)),
     }
 }

@@ -133,9 +133,10 @@ pub async fn delete_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResul
 
 pub fn validate_content(content: &str) -> AppResult<()> {
     let n = content.chars().count();
-    if content.trim().is_empty() || n > CONTENT_MAX {
+    // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+    if content.trim().is_empty() || n > CONTENT_MAX || content.contains('\0') {
         return Err(AppError::validation(format!(
-            "content must be 1 to {CONTENT_MAX} characters and not blank"
+            "content must be 1 to {CONTENT_MAX} characters, not blank, without NUL characters"
         )));
     }
     Ok(())

@@ -25,7 +25,7 @@ pub const LIST_MAX: i64 = 1000;
 pub fn parse_name(raw: &str) -> AppResult<String> {
     let name = raw.trim();
     let n = name.chars().count();
-    if n == 0 || n > NAME_MAX {
+    if n == 0 || n > NAME_MAX || name.contains('\0') {
         return Err(AppError::validation(format!(
             "name must be 1 to {NAME_MAX} characters after trimming"
         )));

@@ -1,6 +1,8 @@
 //! Test harness: each `TestApp` gets its own fresh database (cloned from a migrated
 //! template) and its own Redis key prefix, so tests run in parallel without sharing state.
 
+pub mod faults;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -292,12 +294,12 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        Self::send_to(self.router.clone(), request).await
+    }
+
+    /// Calls any router (e.g. a single function's) and reads the JSON answer.
+    pub async fn send_to(router: Router, request: Request<Body>) -> TestResponse {
+        let response = router.oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -454,4 +456,60 @@ pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
         .endpoint_url(aws_endpoint())
         .build();
     aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+pub fn customer_json(id: &str) -> Value {
+    json!({ "id": id, "object": "customer", "created": 1_700_000_000, "livemode": false })
+}
+
+pub fn session_json(id: &str) -> Value {
+    json!({
+        "id": id, "object": "checkout.session", "created": 1_700_000_000, "expires_at": 1_700_086_400,
+        "livemode": false, "mode": "subscription", "payment_method_types": ["card"],
+        "payment_status": "unpaid", "status": "open", "shipping_options": [], "custom_fields": [],
+        "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
+        "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
+        "url": format!("https://checkout.stripe.com/c/pay/{id}")
+    })
+}
+
+impl TestApp {
+    /// A fake Stripe API answering customer, Checkout and portal creation like Stripe
+    /// does, only for requests with the test key and an idempotency key.
+    pub async fn mount_fake_stripe(&self) {
+        let app = self;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/customers"))
+            .and(wiremock::matchers::header(
+                "authorization",
+                "Bearer sk_test_fake",
+            ))
+            .and(wiremock::matchers::header_exists("idempotency-key"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(customer_json("cus_test_1")),
+            )
+            .mount(&app.stripe)
+            .await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/checkout/sessions"))
+            .and(wiremock::matchers::header(
+                "authorization",
+                "Bearer sk_test_fake",
+            ))
+            .and(wiremock::matchers::header_exists("idempotency-key"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(session_json("cs_test_1")),
+            )
+            .mount(&app.stripe)
+            .await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/billing_portal/sessions"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "id": "bps_1", "object": "billing_portal.session", "configuration": "bpc_1",
+            "created": 1_700_000_000, "customer": "cus_test_1", "livemode": false,
+            "return_url": "https://app.example.com/billing", "url": "https://billing.stripe.com/p/session/test_1"
+        })))
+        .mount(&app.stripe)
+        .await;
+    }
 }

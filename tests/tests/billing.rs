@@ -6,49 +6,6 @@ use api_tests::{STRIPE_WEBHOOK_SECRET, TestApp, unique_email};
 use axum::http::{Method, StatusCode};
 use base64::Engine;
 use serde_json::{Value, json};
-use wiremock::matchers::{header, header_exists, method, path};
-use wiremock::{Mock, ResponseTemplate};
-
-fn customer_json(id: &str) -> Value {
-    json!({ "id": id, "object": "customer", "created": 1_700_000_000, "livemode": false })
-}
-
-fn session_json(id: &str) -> Value {
-    json!({
-        "id": id, "object": "checkout.session", "created": 1_700_000_000, "expires_at": 1_700_086_400,
-        "livemode": false, "mode": "subscription", "payment_method_types": ["card"],
-        "payment_status": "unpaid", "status": "open", "shipping_options": [], "custom_fields": [],
-        "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
-        "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
-        "url": format!("https://checkout.stripe.com/c/pay/{id}")
-    })
-}
-
-async fn mount_stripe(app: &TestApp) {
-    Mock::given(method("POST"))
-        .and(path("/v1/customers"))
-        .and(header("authorization", "Bearer sk_test_fake"))
-        .and(header_exists("idempotency-key"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(customer_json("cus_test_1")))
-        .mount(&app.stripe)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/checkout/sessions"))
-        .and(header("authorization", "Bearer sk_test_fake"))
-        .and(header_exists("idempotency-key"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(session_json("cs_test_1")))
-        .mount(&app.stripe)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "bps_1", "object": "billing_portal.session", "configuration": "bpc_1",
-            "created": 1_700_000_000, "customer": "cus_test_1", "livemode": false,
-            "return_url": "https://app.example.com/billing", "url": "https://billing.stripe.com/p/session/test_1"
-        })))
-        .mount(&app.stripe)
-        .await;
-}
 
 fn form(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
@@ -61,7 +18,7 @@ fn field<'a>(f: &'a [(String, String)], key: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn checkout_reuses_one_customer_and_sends_the_right_session() {
     let app = TestApp::spawn().await;
-    mount_stripe(&app).await;
+    app.mount_fake_stripe().await;
     let email = unique_email("checkout");
     let token = app.user_token(&email).await;
     let user = app.user_id(&token).await;
@@ -148,7 +105,7 @@ async fn checkout_reuses_one_customer_and_sends_the_right_session() {
 #[tokio::test]
 async fn checkout_for_pro_is_409_and_portal_needs_a_customer() {
     let app = TestApp::spawn().await;
-    mount_stripe(&app).await;
+    app.mount_fake_stripe().await;
     let token = app.user_token(&unique_email("pro409")).await;
     let r = app
         .call(Method::POST, "/subscription/portal", None, Some(&token))

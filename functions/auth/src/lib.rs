@@ -15,6 +15,18 @@ use shared::otp::{self, Purpose};
 use shared::users::UserView;
 use shared::{AppResult, AppState};
 
+/// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
+/// must route exactly these here (checked by the route tests).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/auth/signup"),
+    ("POST", "/auth/send-otp"),
+    ("POST", "/auth/verify-otp"),
+    ("POST", "/auth/login"),
+    ("POST", "/auth/forgot-password"),
+    ("POST", "/auth/reset-password"),
+    ("POST", "/auth/change-password"),
+];
+
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/auth/signup", post(signup))

@@ -17,6 +17,19 @@ use shared::{AppError, AppResult, AppState};
 
 pub use daily_cap::REPLAYED_HEADER;
 
+/// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
+/// must route exactly these here (checked by the route tests).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/chatroom"),
+    ("GET", "/chatroom"),
+    ("GET", "/chatroom/{id}"),
+    ("PATCH", "/chatroom/{id}"),
+    ("DELETE", "/chatroom/{id}"),
+    ("GET", "/chatroom/{id}/messages"),
+    ("POST", "/chatroom/{id}/message"),
+    ("GET", "/chatroom/{id}/messages/{message_id}"),
+];
+
 pub fn routes(state: AppState) -> Router {
     let send = post(send_message).route_layer(axum::middleware::from_fn_with_state(
         state.clone(),

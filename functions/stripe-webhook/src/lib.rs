@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 use shared::billing::webhook;
 use shared::{AppResult, AppState};
 
+/// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
+/// must route exactly these here (checked by the route tests).
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/webhook/stripe")];
+
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/webhook/stripe", post(receive))

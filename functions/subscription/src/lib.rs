@@ -9,6 +9,14 @@ use shared::billing::{self, CheckoutLink, Status};
 use shared::http::AuthUser;
 use shared::{AppResult, AppState};
 
+/// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
+/// must route exactly these here (checked by the route tests).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/subscribe/pro"),
+    ("GET", "/subscription/status"),
+    ("POST", "/subscription/portal"),
+];
+
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/subscribe/pro", post(subscribe))

@@ -8,6 +8,10 @@ use shared::AppState;
 use shared::http::AuthUser;
 use shared::users::UserView;
 
+/// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
+/// must route exactly these here (checked by the route tests).
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/user/me")];
+
 pub fn routes(state: AppState) -> Router {
     Router::new().route("/user/me", get(me)).with_state(state)
 }

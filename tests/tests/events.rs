@@ -1,0 +1,215 @@
+//! Every sample event in events/ goes through the real handler of its function, against
+//! the real services, with asserted results, so the samples cannot rot.
+//!
+//! Events hold placeholders (`{{TOKEN}}`, `{{CHATROOM_ID}}`, ...) for values that only
+//! exist at run time; everything else is exactly what API Gateway or SQS would send.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use api_tests::{GEMINI_PATH, STRIPE_WEBHOOK_SECRET, TestApp, TestResponse, gemini_text};
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::Router;
+use axum::http::StatusCode;
+use serde_json::Value;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+struct Run<'a> {
+    app: &'a TestApp,
+    vars: HashMap<&'static str, String>,
+    used: BTreeSet<String>,
+}
+
+impl Run<'_> {
+    fn load(&mut self, name: &str) -> String {
+        let mut text = std::fs::read_to_string(events_dir().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (k, v) in &self.vars {
+            text = text.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        self.used.insert(name.to_string());
+        text
+    }
+
+    fn router(&self, function: &str) -> Router {
+        let s = self.app.state.clone();
+        shared::http::app(match function {
+            "auth" => auth_fn::routes(s),
+            "user" => user_fn::routes(s),
+            "chatroom" => chatroom_fn::routes(s),
+            "subscription" => subscription_fn::routes(s),
+            "stripe-webhook" => stripe_webhook_fn::routes(s),
+            other => panic!("no HTTP function {other}"),
+        })
+    }
+
+    /// Parses an API Gateway HTTP API (v2) event as lambda_http does and calls the router.
+    async fn http(&mut self, name: &str, expected: StatusCode) -> TestResponse {
+        let text = self.load(name);
+        assert!(!text.contains("{{"), "{name}: unfilled placeholder");
+        let function = name.split('/').next().unwrap();
+        let request =
+            lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (parts, body) = request.into_parts();
+        let request = axum::http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
+        let response = TestApp::send_to(self.router(function), request).await;
+        assert_eq!(response.status, expected, "{name}: {}", response.body);
+        response
+    }
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_its_function() {
+    let app = TestApp::spawn().await;
+    app.mount_fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("See the Opera House.")))
+        .mount(&app.gemini)
+        .await;
+    let mut run = Run {
+        app: &app,
+        vars: HashMap::new(),
+        used: BTreeSet::new(),
+    };
+
+    let r = run.http("auth/signup.json", StatusCode::CREATED).await;
+    let user_id = r.body["user"]["id"].as_str().unwrap().to_string();
+    run.vars.insert("USER_ID", user_id.clone());
+    let r = run.http("auth/send-otp.json", StatusCode::OK).await;
+    run.vars
+        .insert("OTP", r.body["otp"].as_str().unwrap().to_string());
+    let r = run.http("auth/verify-otp.json", StatusCode::OK).await;
+    run.vars.insert(
+        "TOKEN",
+        r.body["access_token"].as_str().unwrap().to_string(),
+    );
+    run.http("auth/login.json", StatusCode::OK).await;
+    let r = run.http("user/me.json", StatusCode::OK).await;
+    assert_eq!(r.body["email"], "ada@example.com");
+
+    let r = run.http("chatroom/create.json", StatusCode::CREATED).await;
+    run.vars.insert(
+        "CHATROOM_ID",
+        r.body["chatroom"]["id"].as_str().unwrap().to_string(),
+    );
+    let r = run.http("chatroom/list.json", StatusCode::OK).await;
+    assert_eq!(r.body["chatrooms"].as_array().unwrap().len(), 1);
+    let r = run
+        .http("chatroom/send-message.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.body["message"]["status"], "pending");
+    run.vars.insert(
+        "MESSAGE_ID",
+        r.body["message"]["id"].as_str().unwrap().to_string(),
+    );
+    // The same event again is an idempotent replay.
+    let r = run
+        .http("chatroom/send-message.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.headers["idempotent-replayed"], "true");
+    let second = app
+        .send_message(
+            &run.vars["TOKEN"],
+            &run.vars["CHATROOM_ID"],
+            "And in Bergen?",
+        )
+        .await;
+    run.vars.insert(
+        "MESSAGE_ID_2",
+        second.body["message"]["id"].as_str().unwrap().to_string(),
+    );
+
+    // The SQS batch: two real jobs and one unreadable record, which is dropped.
+    let text = run.load("reply-worker/sqs-batch.json");
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    assert_eq!(event.records.len(), 3);
+    let response = reply_worker_fn::handle_batch(&app.worker, event).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let r = run.http("chatroom/get-message.json", StatusCode::OK).await;
+    assert_eq!(r.body["message"]["status"], "answered");
+    assert_eq!(r.body["reply"]["content"], "See the Opera House.");
+    let r = run.http("chatroom/get.json", StatusCode::OK).await;
+    assert_eq!(r.body["messages"].as_array().unwrap().len(), 4);
+    let r = run
+        .http("chatroom/messages-page.json", StatusCode::OK)
+        .await;
+    assert_eq!(r.body["messages"].as_array().unwrap().len(), 4);
+    let r = run.http("chatroom/rename.json", StatusCode::OK).await;
+    assert_eq!(r.body["chatroom"]["name"], "Oslo in April");
+
+    let r = run.http("subscription/status.json", StatusCode::OK).await;
+    assert_eq!(r.body["usage"]["used_today"], 2);
+    let r = run
+        .http("subscription/subscribe-pro.json", StatusCode::OK)
+        .await;
+    assert!(r.body["checkout_url"].is_string());
+    let r = run.http("subscription/portal.json", StatusCode::OK).await;
+    assert!(r.body["portal_url"].is_string());
+
+    // Sign the webhook body exactly as it will be delivered.
+    let unsigned: Value =
+        serde_json::from_str(&run.load("stripe-webhook/subscription-created.json")).unwrap();
+    let body = unsigned["body"].as_str().unwrap();
+    let signature = shared::billing::webhook::sign(
+        body.as_bytes(),
+        STRIPE_WEBHOOK_SECRET,
+        chrono::Utc::now().timestamp(),
+    );
+    run.vars.insert("STRIPE_SIGNATURE", signature);
+    let r = run
+        .http("stripe-webhook/subscription-created.json", StatusCode::OK)
+        .await;
+    assert_eq!(r.body["outcome"], "applied");
+    let r = run.http("user/me.json", StatusCode::OK).await;
+    assert_eq!(r.body["tier"], "pro");
+
+    let r = run.http("auth/change-password.json", StatusCode::OK).await;
+    run.vars.insert(
+        "TOKEN",
+        r.body["access_token"].as_str().unwrap().to_string(),
+    );
+    let r = run.http("auth/forgot-password.json", StatusCode::OK).await;
+    run.vars
+        .insert("OTP", r.body["otp"].as_str().unwrap().to_string());
+    run.http("auth/reset-password.json", StatusCode::OK).await;
+    // The reset revoked the token: log in again for the last event.
+    let r = app
+        .post(
+            "/auth/login",
+            serde_json::json!({ "email": "ada@example.com", "password": "a-brand-new-password" }),
+        )
+        .await;
+    run.vars.insert(
+        "TOKEN",
+        r.body["access_token"].as_str().unwrap().to_string(),
+    );
+    run.http("chatroom/delete.json", StatusCode::NO_CONTENT)
+        .await;
+
+    let mut all = BTreeSet::new();
+    for dir in std::fs::read_dir(events_dir()).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "json") {
+                    let rel = f
+                        .strip_prefix(events_dir())
+                        .unwrap()
+                        .to_string_lossy()
+                        .to_string();
+                    all.insert(rel);
+                }
+            }
+        }
+    }
+    let untested: Vec<_> = all.difference(&run.used).collect();
+    assert!(untested.is_empty(), "events without a test: {untested:?}");
+}
