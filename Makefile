@@ -1,4 +1,4 @@
-.PHONY: dev test watch check fmt clippy lint migrate package
+.PHONY: dev test watch check fmt clippy lint migrate package soak bench bench-quick
 
 ## Run the whole API locally on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -31,3 +31,15 @@ migrate:
 ## Release packages for Lambda, one per function, with their sizes
 package:
 	bash scripts/package.sh
+
+## A few minutes of concurrent users, then the invariants (not part of `make test`)
+soak:
+	bash scripts/soak.sh
+
+## Benchmarks: cold start, warm latency, worker, memory, sizes, cost growth (prints a table)
+bench:
+	bash bench/run.sh
+
+## The same suite, short and on a debug build: proves it works (CI runs this)
+bench-quick:
+	bash bench/run.sh --quick

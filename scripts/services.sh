@@ -143,3 +143,16 @@ ensure_tools() {
     fi
     export PATH="$venv/bin:$PATH"
 }
+
+# schemathesis (contract fuzzing), in its own virtualenv.
+ensure_schemathesis() {
+    local venv="$ROOT/.local/venv-fuzz"
+    if [ ! -x "$venv/bin/schemathesis" ]; then
+        log "installing schemathesis into $venv (PyPI)"
+        if ! python3 -m venv "$venv" 2>/dev/null; then
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5'
+    fi
+}

@@ -12,6 +12,7 @@ MOTO_PORT="${TEST_MOTO_PORT:-55001}"
 ensure_packages
 ensure_moto
 ensure_tools
+ensure_schemathesis
 
 log "linting template.yaml (cfn-lint, sam validate --lint)"
 cfn-lint template.yaml
@@ -36,8 +37,9 @@ export RUST_LOG="${RUST_LOG:-warn}"
 
 cargo test --workspace "$@"
 
-# With arguments (a subset of tests) the emulator smoke test is skipped.
+# With arguments (a subset of tests) the contract fuzzing and emulator smoke are skipped.
 if [ $# -eq 0 ]; then
+    FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-120}" bash scripts/fuzz.sh
     DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
         bash scripts/lambda-smoke.sh
 fi

@@ -45,13 +45,7 @@ async fn main() -> anyhow::Result<()> {
         jobs,
     ));
 
-    let routes = axum::Router::new()
-        .merge(auth_fn::routes(state.clone()))
-        .merge(user_fn::routes(state.clone()))
-        .merge(chatroom_fn::routes(state.clone()))
-        .merge(subscription_fn::routes(state.clone()))
-        .merge(stripe_webhook_fn::routes(state.clone()));
-    let app = shared::http::app(routes);
+    let app = local_server::app(state.clone());
 
     let addr: SocketAddr = std::env::var("LOCAL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())

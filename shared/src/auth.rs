@@ -21,7 +21,7 @@ const LOGIN_LIMITS: Limits = Limits {
     window_secs: 900,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignupInput {
     pub email: String,
     pub password: Option<String>,

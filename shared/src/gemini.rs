@@ -13,7 +13,10 @@ const SYSTEM_PROMPT: &str =
     "You are a helpful assistant in a chat app. Answer clearly and concisely.";
 
 pub struct GeminiClient {
-    http: reqwest::Client,
+    /// Built on first use: TLS set-up is the costliest part of the worker's cold start,
+    /// and a batch of already-answered records never needs it.
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
     url: String,
     api_key: String,
     max_output_tokens: u32,
@@ -27,12 +30,9 @@ impl GeminiClient {
             .ok_or_else(|| anyhow::anyhow!("configuration error: GOOGLE_API_KEY is required"))?
             .expose()
             .to_string();
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
         Ok(Self {
-            http,
+            http: std::sync::OnceLock::new(),
+            timeout: settings.request_timeout,
             url: format!(
                 "{}/v1beta/models/{}:generateContent",
                 settings.base_url, settings.model
@@ -42,9 +42,19 @@ impl GeminiClient {
         })
     }
 
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("a default TLS configuration builds")
+        })
+    }
+
     async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
         let response = self
-            .http
+            .http()
             .post(&self.url)
             .header("x-goog-api-key", &self.api_key)
             .json(&body)

@@ -30,7 +30,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub chatroom_id: Uuid,

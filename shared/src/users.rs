@@ -20,7 +20,7 @@ pub struct User {
 }
 
 /// What clients see of a user.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,

@@ -95,7 +95,7 @@ impl Worker {
     }
 
     /// Earlier turns, newest kept first within the message and character budgets.
-    async fn conversation(&self, message: &Message) -> Result<Vec<Turn>, Retry> {
+    pub async fn conversation(&self, message: &Message) -> Result<Vec<Turn>, Retry> {
         let settings = &self.state.config.gemini;
         let db = self.state.db().await?;
         let earlier = messages::history(

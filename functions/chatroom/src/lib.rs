@@ -7,12 +7,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use shared::chat;
+use shared::chatrooms::Chatroom;
 use shared::http::{ApiJson, AuthUser, OptionalJson};
+use shared::messages::Message;
 use shared::{AppError, AppResult, AppState};
 
 pub use daily_cap::REPLAYED_HEADER;
@@ -44,42 +46,90 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+#[derive(OpenApi)]
+#[openapi(paths(create, list, show, page, rename, remove, send_message, show_message))]
+pub struct Api;
+
+#[derive(Deserialize, ToSchema)]
 struct CreateBody {
+    /// 1–100 characters after trimming; omit it to have the chatroom titled from its first exchange.
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RenameBody {
+    /// 1–100 characters after trimming.
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SendBody {
+    /// 1–4000 characters, not blank.
     content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// A message id (`next_cursor` of the previous page): return older messages.
     before: Option<Uuid>,
+    /// 1–100, default 50.
     limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// Seconds (0–20) to hold the request until the message is answered, failed or blocked.
     wait: Option<u64>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct OneChatroom {
+    chatroom: Chatroom,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ChatroomList {
+    chatrooms: Vec<Chatroom>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ChatroomPage {
+    chatroom: Chatroom,
+    /// Oldest first.
+    messages: Vec<Message>,
+    /// Pass as `before` for the previous page; null at the beginning.
+    next_cursor: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Accepted {
+    message: Message,
+}
+
+#[derive(Serialize, ToSchema)]
+struct MessageWithReply {
+    message: Message,
+    reply: Option<Message>,
+}
+
+/// Open a chatroom.
+#[utoipa::path(post, path = "/chatroom", tag = "chatroom", request_body(content = Option<CreateBody>),
+    security(("bearer" = [])), responses((status = 201, body = OneChatroom)))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     OptionalJson(body): OptionalJson<CreateBody>,
-) -> AppResult<impl IntoResponse> {
+) -> AppResult<(StatusCode, Json<OneChatroom>)> {
     let name = body.and_then(|b| b.name);
-    let room = chat::create_chatroom(&state, user.id, name.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "chatroom": room }))))
+    let chatroom = chat::create_chatroom(&state, user.id, name.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(OneChatroom { chatroom })))
 }
 
+/// The caller's chatrooms, newest activity first (cached per user for 5 minutes).
+#[utoipa::path(get, path = "/chatroom", tag = "chatroom", security(("bearer" = [])),
+    responses((status = 200, body = ChatroomList, headers(("x-cache" = String, description = "hit or miss")))))]
 async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
     let (body, hit) = chat::list_chatrooms(&state, user.id).await?;
     Ok((
@@ -98,43 +148,55 @@ async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppRes
         .into_response())
 }
 
-fn page_body(room: &shared::chatrooms::Chatroom, page: &chat::Page) -> Value {
-    json!({
-        "chatroom": room,
-        "messages": page.messages,
-        "next_cursor": page.next_cursor,
-    })
+fn page_body(chatroom: Chatroom, page: chat::Page) -> ChatroomPage {
+    ChatroomPage {
+        chatroom,
+        messages: page.messages,
+        next_cursor: page.next_cursor,
+    }
 }
 
+/// A chatroom with its latest 50 messages, oldest first.
+#[utoipa::path(get, path = "/chatroom/{id}", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 200, body = ChatroomPage)))]
 async fn show(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<Uuid>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<ChatroomPage>> {
     let (room, page) = chat::messages_page(&state, user.id, id, None, None).await?;
-    Ok(Json(page_body(&room, &page)))
+    Ok(Json(page_body(room, page)))
 }
 
+/// Older messages, a page at a time.
+#[utoipa::path(get, path = "/chatroom/{id}/messages", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path), PageQuery), responses((status = 200, body = ChatroomPage)))]
 async fn page(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<Uuid>,
     Query(q): Query<PageQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<ChatroomPage>> {
     let (room, page) = chat::messages_page(&state, user.id, id, q.before, q.limit).await?;
-    Ok(Json(page_body(&room, &page)))
+    Ok(Json(page_body(room, page)))
 }
 
+/// Rename a chatroom.
+#[utoipa::path(patch, path = "/chatroom/{id}", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = RenameBody, responses((status = 200, body = OneChatroom)))]
 async fn rename(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<RenameBody>,
-) -> AppResult<Json<Value>> {
-    let room = chat::rename_chatroom(&state, user.id, id, &body.name).await?;
-    Ok(Json(json!({ "chatroom": room })))
+) -> AppResult<Json<OneChatroom>> {
+    let chatroom = chat::rename_chatroom(&state, user.id, id, &body.name).await?;
+    Ok(Json(OneChatroom { chatroom }))
 }
 
+/// Delete a chatroom and its messages.
+#[utoipa::path(delete, path = "/chatroom/{id}", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted")))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -144,6 +206,17 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Send a message; the reply comes asynchronously (poll the message with `wait`).
+/// Basic users may send 5 per UTC day (429 `daily_limit_reached` past that).
+#[utoipa::path(post, path = "/chatroom/{id}/message", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first answer")),
+    request_body = SendBody,
+    responses((status = 409, description = "idempotency_key_reused: the key was used for another request"),
+        (status = 202, body = Accepted, headers(
+        ("RateLimit-Limit" = u32, description = "Daily limit (Basic users)"),
+        ("RateLimit-Remaining" = u32, description = "Messages left today (Basic users)"),
+        ("RateLimit-Reset" = u64, description = "Seconds until the next UTC midnight")))))]
 async fn send_message(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -175,13 +248,17 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> 
     }
 }
 
+/// A message and its reply (once there); `wait` long-polls for it.
+#[utoipa::path(get, path = "/chatroom/{id}/messages/{message_id}", tag = "chatroom", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path), WaitQuery),
+    responses((status = 200, body = MessageWithReply)))]
 async fn show_message(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path((id, message_id)): Path<(Uuid, Uuid)>,
     Query(q): Query<WaitQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<MessageWithReply>> {
     let (message, reply) =
         chat::message_with_reply(&state, user.id, id, message_id, q.wait).await?;
-    Ok(Json(json!({ "message": message, "reply": reply })))
+    Ok(Json(MessageWithReply { message, reply }))
 }

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use shared::billing::webhook;
 use shared::{AppResult, AppState};
@@ -20,17 +21,34 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(receive))]
+pub struct Api;
+
+#[derive(Serialize, ToSchema)]
+struct Ack {
+    received: bool,
+    /// `applied`, `duplicate` or `ignored`.
+    outcome: &'static str,
+}
+
+/// Stripe events, authenticated by `Stripe-Signature` (HMAC-SHA256 over `t.payload`).
 /// `body` is the exact bytes received (lambda_http has already decoded a base64 body).
+#[utoipa::path(post, path = "/webhook/stripe", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex hmac>")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, body = Ack), (status = 400, description = "invalid_signature")))]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Ack>> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     let outcome = webhook::handle(&state, &body, signature).await?;
-    Ok(Json(
-        json!({ "received": true, "outcome": outcome.as_str() }),
-    ))
+    Ok(Json(Ack {
+        received: true,
+        outcome: outcome.as_str(),
+    }))
 }

@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use shared::billing::{self, CheckoutLink, Status};
 use shared::http::AuthUser;
@@ -25,6 +26,18 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(subscribe, status, portal))]
+pub struct Api;
+
+#[derive(Serialize, ToSchema)]
+struct PortalLink {
+    portal_url: String,
+}
+
+/// Start Stripe Checkout for Pro.
+#[utoipa::path(post, path = "/subscribe/pro", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = CheckoutLink), (status = 409, description = "already_subscribed")))]
 async fn subscribe(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -32,6 +45,9 @@ async fn subscribe(
     Ok(Json(billing::start_checkout(&state, &user).await?))
 }
 
+/// Tier, subscription state and today's usage.
+#[utoipa::path(get, path = "/subscription/status", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = Status)))]
 async fn status(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -39,7 +55,13 @@ async fn status(
     Ok(Json(billing::status(&state, &user).await?))
 }
 
-async fn portal(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Json<Value>> {
-    let url = billing::portal(&state, &user).await?;
-    Ok(Json(json!({ "portal_url": url })))
+/// A Stripe Billing Portal session to cancel or update payment.
+#[utoipa::path(post, path = "/subscription/portal", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = PortalLink), (status = 409, description = "no_billing_account")))]
+async fn portal(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> AppResult<Json<PortalLink>> {
+    let portal_url = billing::portal(&state, &user).await?;
+    Ok(Json(PortalLink { portal_url }))
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::routing::get;
+use utoipa::OpenApi;
 
 use shared::AppState;
 use shared::http::AuthUser;
@@ -16,6 +17,13 @@ pub fn routes(state: AppState) -> Router {
     Router::new().route("/user/me", get(me)).with_state(state)
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(me))]
+pub struct Api;
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/user/me", tag = "user", security(("bearer" = [])),
+    responses((status = 200, body = UserView)))]
 async fn me(AuthUser(user): AuthUser) -> Json<UserView> {
     Json(UserView::from(&user))
 }

@@ -18,7 +18,7 @@ use crate::users::User;
 #[error("payment provider error: {0}")]
 pub struct ProviderError(pub String);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckoutLink {
     pub checkout_url: String,
     pub session_id: String,
@@ -132,14 +132,14 @@ pub async fn portal(state: &AppState, user: &User) -> AppResult<String> {
         .map_err(provider_failed)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub used_today: u32,
     pub daily_limit: Option<u32>,
     pub resets_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub tier: String,
     /// The Stripe subscription status, or `"none"`.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::error::AppError;
 
@@ -37,8 +37,27 @@ impl AppError {
     }
 }
 
+/// The body of every non-2xx answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, snake_case, for programs (e.g. `validation_error`).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
 fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "error": { "code": code, "message": message } });
+    let body = ErrorEnvelope {
+        error: ErrorBody {
+            code: code.to_string(),
+            message: message.to_string(),
+        },
+    };
     (status, Json(body)).into_response()
 }
 

@@ -1,0 +1,715 @@
+//! `make bench`: cold start, warm latency and throughput, worker batches, memory, package
+//! sizes and cost growth, each as min / median / max over repeated runs. Started by
+//! bench/run.sh, which provides the services, the release binaries and the local server.
+
+mod runtime_api;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use shared::AppState;
+use shared::config::Config;
+use shared::gemini::GeminiClient;
+use shared::worker::Worker;
+use uuid::Uuid;
+
+use runtime_api::RuntimeApi;
+
+struct Settings {
+    quick: bool,
+    bin_dir: String,
+    base: String,
+    database_url: String,
+    redis_url: String,
+    jwt_secret: String,
+    webhook_secret: String,
+}
+
+/// One figure: its name, unit, and the value of each run.
+struct Figure {
+    name: String,
+    unit: String,
+    values: Vec<f64>,
+}
+
+#[derive(Default)]
+struct Report {
+    /// (display order, section) -> figures
+    rows: BTreeMap<(usize, String), Vec<Figure>>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, order: usize, section: &str, figure: &str, unit: &str, values: Vec<f64>) {
+        self.rows
+            .entry((order, section.to_string()))
+            .or_default()
+            .push(Figure {
+                name: figure.to_string(),
+                unit: unit.to_string(),
+                values,
+            });
+    }
+}
+
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is required (bench/run.sh sets it)"))
+}
+
+fn config(s: &Settings, gemini_base: &str) -> anyhow::Result<Config> {
+    let mut vars = BTreeMap::from([
+        ("DATABASE_URL", s.database_url.clone()),
+        ("REDIS_URL", s.redis_url.clone()),
+        ("JWT_SECRET_KEY", s.jwt_secret.clone()),
+        ("DB_POOL_SIZE", "16".to_string()),
+        ("GOOGLE_API_KEY", "bench-key".to_string()),
+        ("GEMINI_BASE_URL", gemini_base.to_string()),
+        ("GEMINI_MODEL", "bench".to_string()),
+    ]);
+    vars.insert("REDIS_KEY_PREFIX", "bench:".into());
+    Ok(Config::from_lookup(|k| vars.get(k).cloned())?)
+}
+
+fn http_event(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: Value,
+    body: Option<String>,
+) -> String {
+    let mut h = json!({ "content-type": "application/json", "host": "bench" });
+    if let Some(t) = token {
+        h["authorization"] = json!(format!("Bearer {t}"));
+    }
+    if let Value::Object(extra) = headers {
+        for (k, v) in extra {
+            h[k] = v;
+        }
+    }
+    json!({
+        "version": "2.0", "routeKey": format!("{method} {path}"), "rawPath": path, "rawQueryString": "",
+        "headers": h,
+        "requestContext": { "accountId": "1", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench" },
+            "requestId": "r", "routeKey": format!("{method} {path}"), "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0 },
+        "body": body, "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+struct Fixture {
+    user: Uuid,
+    token: String,
+    chatroom: Uuid,
+}
+
+async fn fixture(s: &Settings, db: &tokio_postgres::Client) -> anyhow::Result<Fixture> {
+    let user = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO users (id, email, name, tier) VALUES ($1, $2, 'Bench', 'pro')",
+        &[&user, &format!("bench-{}@example.com", user.simple())],
+    )
+    .await?;
+    let chatroom = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'bench')",
+        &[&chatroom, &user],
+    )
+    .await?;
+    seed_messages(db, user, chatroom, 20).await?;
+    let keys = shared::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(86_400));
+    Ok(Fixture {
+        user,
+        token: keys.issue(user, 0)?.access_token,
+        chatroom,
+    })
+}
+
+/// `n` answered exchanges' worth of messages (alternating user/model), in one statement.
+async fn seed_messages(
+    db: &tokio_postgres::Client,
+    user: Uuid,
+    chatroom: Uuid,
+    n: i64,
+) -> anyhow::Result<()> {
+    db.execute(
+        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         SELECT gen_random_uuid(), $1, $2, 'user', 'seeded message ' || g, 'answered' FROM generate_series(1, $3::bigint) g",
+        &[&chatroom, &user, &n],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cold_start(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Result<()> {
+    let api = RuntimeApi::default();
+    let addr = api.start().await;
+    let runs = if s.quick { 3 } else { 10 };
+    let invocations = if s.quick { 20 } else { 300 };
+    let base_env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), s.database_url.clone()),
+        ("REDIS_URL".into(), s.redis_url.clone()),
+        ("REDIS_KEY_PREFIX".into(), "bench:".into()),
+        ("JWT_SECRET_KEY".into(), s.jwt_secret.clone()),
+        ("STRIPE_WEBHOOK_SECRET".into(), s.webhook_secret.clone()),
+        ("GOOGLE_API_KEY".into(), "bench-key".into()),
+        ("GEMINI_BASE_URL".into(), "http://127.0.0.1:9".into()),
+    ];
+    let token = f.token.clone();
+    let secret = s.webhook_secret.clone();
+    let event_for = move |function: &str| -> String {
+        match function {
+            "hello" => http_event("GET", "/", None, json!({}), None),
+            "auth" => http_event("POST", "/auth/send-otp", None, json!({}),
+                Some(json!({ "email": format!("cold-{}@example.com", Uuid::new_v4().simple()) }).to_string())),
+            "user" => http_event("GET", "/user/me", Some(&token), json!({}), None),
+            "chatroom" => http_event("GET", "/chatroom", Some(&token), json!({}), None),
+            "subscription" => http_event("GET", "/subscription/status", Some(&token), json!({}), None),
+            "stripe-webhook" => {
+                let now = chrono::Utc::now().timestamp();
+                let body = json!({ "id": format!("evt_{}", Uuid::new_v4().simple()), "type": "bench.ignored", "created": now,
+                    "data": { "object": {} } }).to_string();
+                let sig = shared::billing::webhook::sign(body.as_bytes(), &secret, now);
+                http_event("POST", "/webhook/stripe", None, json!({ "stripe-signature": sig }), Some(body))
+            }
+            "reply-worker" => json!({ "Records": [{ "messageId": "m1", "receiptHandle": "r", "eventSource": "aws:sqs",
+                "body": json!({ "message_id": Uuid::new_v4() }).to_string(), "attributes": { "ApproximateReceiveCount": "1" },
+                "messageAttributes": {} }] }).to_string(),
+            other => panic!("unknown function {other}"),
+        }
+    };
+    let mut hello_init = Vec::new();
+    for function in [
+        "hello",
+        "auth",
+        "user",
+        "chatroom",
+        "subscription",
+        "stripe-webhook",
+        "reply-worker",
+    ] {
+        let binary = format!("{}/{function}", s.bin_dir);
+        let (mut init, mut first) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let run = api
+                .run(&addr, &binary, &base_env, vec![event_for(function)])
+                .await?;
+            let answer = &run.responses[0];
+            anyhow::ensure!(!answer.starts_with("ERROR"), "{function} failed: {answer}");
+            if function != "hello" && function != "reply-worker" {
+                let status = serde_json::from_str::<Value>(answer)?["statusCode"]
+                    .as_u64()
+                    .unwrap_or(0);
+                anyhow::ensure!(
+                    (200..300).contains(&status),
+                    "{function} answered {status}: {answer}"
+                );
+            }
+            init.push(run.init.as_secs_f64() * 1000.0);
+            first.push(run.first_response.as_secs_f64() * 1000.0);
+        }
+        if function == "hello" {
+            hello_init = init.clone();
+        } else {
+            let ratio: Vec<f64> = init.iter().zip(&hello_init).map(|(a, b)| a / b).collect();
+            report.add(
+                1,
+                "cold start",
+                &format!("{function}: init / hello-world init"),
+                "×",
+                ratio,
+            );
+        }
+        report.add(
+            1,
+            "cold start",
+            &format!("{function}: init (start → first poll)"),
+            "ms",
+            init,
+        );
+        report.add(
+            1,
+            "cold start",
+            &format!("{function}: first response"),
+            "ms",
+            first,
+        );
+
+        // Peak memory over many sequential invocations (one container serves one at a time).
+        let events = (0..invocations).map(|_| event_for(function)).collect();
+        let run = api.run(&addr, &binary, &base_env, events).await?;
+        report.add(
+            4,
+            "memory",
+            &format!("{function}: peak RSS after {invocations} invocations"),
+            "MB",
+            vec![run.peak_rss_kb as f64 / 1024.0],
+        );
+    }
+    Ok(())
+}
+
+/// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
+fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
+    let ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => return None,
+        })
+    };
+    let rps = out
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let pct = |p: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .and_then(|l| ms(l.split_whitespace().nth(1)?))
+    };
+    Some((rps, pct("50%")?, pct("99%")?))
+}
+
+fn wrk(
+    url: &str,
+    token: &str,
+    connections: u32,
+    seconds: u64,
+    script: Option<&str>,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    let threads = connections.min(2);
+    cmd.args([
+        &format!("-t{threads}"),
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ])
+    .args(["-H", &format!("Authorization: Bearer {token}")]);
+    if let Some(s) = script {
+        cmd.args(["-s", s]);
+    }
+    let out = cmd.arg(url).output().context("wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        !text.contains("Non-2xx"),
+        "non-2xx answers under load for {url}:\n{text}"
+    );
+    parse_wrk(&text).with_context(|| format!("unreadable wrk output:\n{text}"))
+}
+
+async fn warm(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Result<()> {
+    let seconds = if s.quick { 2 } else { 10 };
+    let repeats = 3;
+    let script = std::env::temp_dir().join("bench-send.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"content\": \"How far is the moon?\"}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+    let scenarios = [
+        (
+            "GET /chatroom (cache hit)",
+            format!("{}/chatroom", s.base),
+            None,
+        ),
+        (
+            "GET /chatroom/{id}",
+            format!("{}/chatroom/{}", s.base, f.chatroom),
+            None,
+        ),
+        (
+            "POST /chatroom/{id}/message (Pro)",
+            format!("{}/chatroom/{}/message", s.base, f.chatroom),
+            Some(script.to_str().unwrap()),
+        ),
+        ("GET /user/me", format!("{}/user/me", s.base), None),
+    ];
+    for (name, url, script) in scenarios {
+        let (mut rps, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            let (r, a, b) = wrk(&url, &f.token, 50, seconds, script)?;
+            rps.push(r);
+            p50.push(a);
+            p99.push(b);
+        }
+        report.add(
+            2,
+            "warm API, 50 connections",
+            &format!("{name}: throughput"),
+            "req/s",
+            rps,
+        );
+        report.add(
+            2,
+            "warm API, 50 connections",
+            &format!("{name}: p50"),
+            "ms",
+            p50,
+        );
+        report.add(
+            2,
+            "warm API, 50 connections",
+            &format!("{name}: p99"),
+            "ms",
+            p99,
+        );
+    }
+    Ok(())
+}
+
+/// A fake Gemini answering every request after `delay`.
+async fn fake_gemini(delay: Duration) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        axum::Json(json!({ "candidates": [{ "content": { "role": "model", "parts": [{ "text": "A bench reply." }] }, "finishReason": "STOP" }] }))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn pending_messages(
+    db: &tokio_postgres::Client,
+    f: &Fixture,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        // Each in its own chatroom, as concurrent users would be.
+        let room = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'w')",
+            &[&room, &f.user],
+        )
+        .await?;
+        let id = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) VALUES ($1, $2, $3, 'user', $4, 'pending')",
+            &[&id, &room, &f.user, &format!("question {i}")],
+        )
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn sqs_event(ids: &[Uuid]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let records: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({ "messageId": id.to_string(), "body": json!({ "message_id": id }).to_string(),
+            "attributes": { "ApproximateReceiveCount": "1" }, "messageAttributes": {} })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+async fn worker(
+    s: &Settings,
+    db: &tokio_postgres::Client,
+    f: &Fixture,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let gemini = fake_gemini(Duration::from_millis(300)).await;
+    let state = AppState::new(config(s, &gemini)?)?;
+    let model = GeminiClient::new(&state.config.gemini)?;
+    let worker = Worker {
+        state,
+        model: Arc::new(model),
+    };
+    let mut batch = Vec::new();
+    for _ in 0..(if s.quick { 3 } else { 10 }) {
+        let ids = pending_messages(db, f, 10).await?;
+        let started = Instant::now();
+        let response = reply_worker_fn::handle_batch(&worker, sqs_event(&ids)).await;
+        batch.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            response.batch_item_failures.is_empty(),
+            "batch had failures"
+        );
+    }
+    report.add(
+        3,
+        "worker",
+        "batch of 10 records, Gemini at 300 ms",
+        "ms",
+        batch,
+    );
+
+    let total = if s.quick { 100 } else { 1000 };
+    let ids = pending_messages(db, f, total).await?;
+    let started = Instant::now();
+    // Ten concurrent batches of ten, as the event source's maximum concurrency allows.
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(10) {
+        let (worker, chunk) = (worker.clone(), chunk.to_vec());
+        set.spawn(async move { reply_worker_fn::handle_batch(&worker, sqs_event(&chunk)).await });
+        if set.len() >= 10 {
+            set.join_next().await;
+        }
+    }
+    while set.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    let answered: i64 = db
+        .query_one(
+            "SELECT count(*) FROM messages WHERE id = ANY($1) AND status = 'answered'",
+            &[&ids],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        answered as usize == total,
+        "only {answered} of {total} answered"
+    );
+    report.add(
+        3,
+        "worker",
+        &format!("drain {total} queued messages"),
+        "replies/s",
+        vec![total as f64 / secs],
+    );
+    Ok(())
+}
+
+async fn growth(
+    s: &Settings,
+    db: &tokio_postgres::Client,
+    f: &Fixture,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let sizes: &[i64] = if s.quick {
+        &[10, 1_000, 10_000]
+    } else {
+        &[10, 1_000, 100_000]
+    };
+    let state = AppState::new(config(s, "http://127.0.0.1:9")?)?;
+    let model = GeminiClient::new(&state.config.gemini)?;
+    let worker = Worker {
+        state,
+        model: Arc::new(model),
+    };
+    for &n in sizes {
+        let room = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'growth')",
+            &[&room, &f.user],
+        )
+        .await?;
+        seed_messages(db, f.user, room, n).await?;
+        db.batch_execute("ANALYZE messages").await?;
+        let (_, p50, _) = wrk(
+            &format!("{}/chatroom/{room}", s.base),
+            &f.token,
+            1,
+            if s.quick { 1 } else { 3 },
+            None,
+        )?;
+        report.add(
+            5,
+            "cost growth",
+            &format!("GET /chatroom/{{id}} with {n} messages: p50"),
+            "ms",
+            vec![p50],
+        );
+        let latest = shared::messages::page(&worker.state.db().await?, room, None, 1)
+            .await?
+            .0;
+        let mut build = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let turns = worker
+                .conversation(&latest[0])
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            build.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(turns.len() <= 21);
+        }
+        report.add(
+            5,
+            "cost growth",
+            &format!("worker request building with {n} messages"),
+            "ms",
+            build,
+        );
+    }
+    // One user with 1,000 chatrooms.
+    let user = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO users (id, email, tier) VALUES ($1, $2, 'pro')",
+        &[&user, &format!("many-{}@example.com", user.simple())],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO chatrooms (id, user_id, name) SELECT gen_random_uuid(), $1, 'room ' || g FROM generate_series(1, 1000) g",
+        &[&user],
+    )
+    .await?;
+    let token = shared::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(3600))
+        .issue(user, 0)?
+        .access_token;
+    let (_, p50, _) = wrk(
+        &format!("{}/chatroom", s.base),
+        &token,
+        1,
+        if s.quick { 1 } else { 3 },
+        None,
+    )?;
+    report.add(
+        5,
+        "cost growth",
+        "GET /chatroom with 1000 chatrooms (cached): p50",
+        "ms",
+        vec![p50],
+    );
+    Ok(())
+}
+
+fn sizes(report: &mut Report) {
+    for function in [
+        "auth",
+        "user",
+        "chatroom",
+        "subscription",
+        "stripe-webhook",
+        "reply-worker",
+    ] {
+        let zip = format!("target/lambda/{function}/bootstrap.zip");
+        let bin = format!("target/release/{function}");
+        if let Ok(meta) = std::fs::metadata(&zip) {
+            report.add(
+                6,
+                "package size",
+                &format!("{function}: bootstrap.zip"),
+                "MB",
+                vec![meta.len() as f64 / 1048576.0],
+            );
+        }
+        if let Ok(meta) = std::fs::metadata(&bin) {
+            report.add(
+                6,
+                "package size",
+                &format!("{function}: release binary"),
+                "MB",
+                vec![meta.len() as f64 / 1048576.0],
+            );
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{} cores, {:.0} GiB, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        mem as f64 / 1048576.0
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let s = Settings {
+        quick,
+        bin_dir: env("BENCH_BIN_DIR")?,
+        base: env("BENCH_BASE")?,
+        database_url: env("DATABASE_URL")?,
+        redis_url: env("REDIS_URL")?,
+        jwt_secret: env("JWT_SECRET_KEY")?,
+        webhook_secret: env("STRIPE_WEBHOOK_SECRET")?,
+    };
+    let (db, conn) = tokio_postgres::connect(&s.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let f = fixture(&s, &db).await?;
+    let mut report = Report::default();
+    eprintln!("bench: cold start and memory");
+    cold_start(&s, &f, &mut report).await?;
+    eprintln!("bench: warm API");
+    warm(&s, &f, &mut report).await?;
+    eprintln!("bench: worker");
+    worker(&s, &db, &f, &mut report).await?;
+    eprintln!("bench: cost growth");
+    growth(&s, &db, &f, &mut report).await?;
+    sizes(&mut report);
+    if quick {
+        report.notes.push(
+            "quick mode: debug build, short runs; proves the suite works, not a speed measurement"
+                .into(),
+        );
+    }
+
+    let machine = machine();
+    println!(
+        "\nchatroom-lambda benchmark ({}) on {machine}",
+        if quick { "quick" } else { "full" }
+    );
+    println!(
+        "{:<66} {:>10} {:>10} {:>10}  unit",
+        "figure", "min", "median", "max"
+    );
+    let mut json_rows = Vec::new();
+    for ((_, section), figures) in &report.rows {
+        println!("-- {section}");
+        for Figure {
+            name: figure,
+            unit,
+            values,
+        } in figures
+        {
+            let (min, med, max) = stats(values);
+            println!("{figure:<66} {min:>10.2} {med:>10.2} {max:>10.2}  {unit}");
+            json_rows.push(json!({ "section": section, "figure": figure, "unit": unit, "min": min, "median": med, "max": max, "runs": values.len() }));
+        }
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    let out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
+    std::fs::create_dir_all("bench/results")?;
+    std::fs::write(
+        "bench/results/latest.json",
+        serde_json::to_string_pretty(&out)?,
+    )?;
+    println!("results written to bench/results/latest.json");
+    Ok(())
+}

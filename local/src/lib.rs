@@ -1,0 +1,133 @@
+//! The local server's assembly (all routers, one app) and the OpenAPI document.
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::{OpenApi as _, ToSchema};
+
+use shared::AppState;
+use shared::http::error::ErrorEnvelope;
+
+/// Every route group, as the Lambdas serve them, plus `GET /openapi.json`.
+pub fn app(state: AppState) -> Router {
+    let doc = openapi();
+    let routes = Router::new()
+        .merge(auth_fn::routes(state.clone()))
+        .merge(user_fn::routes(state.clone()))
+        .merge(chatroom_fn::routes(state.clone()))
+        .merge(subscription_fn::routes(state.clone()))
+        .merge(stripe_webhook_fn::routes(state))
+        .route("/openapi.json", get(move || async move { axum::Json(doc) }));
+    shared::http::app(routes)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "chatroom-lambda",
+        description = "AI chatrooms: sign in with e-mailed codes, chat with Gemini, upgrade to Pro with Stripe.",
+        version = "0.1.0"
+    ),
+    components(schemas(ErrorEnvelope))
+)]
+struct Base;
+
+/// Errors any operation may answer, besides those it documents itself.
+const COMMON_ERRORS: &[(&str, &str)] = &[
+    ("400", "Malformed JSON, query or path (`bad_request`)"),
+    (
+        "401",
+        "Not authenticated: missing, invalid, expired or revoked token, or wrong credentials or code",
+    ),
+    ("404", "No such resource or route (`not_found`)"),
+    ("405", "Method not allowed (`method_not_allowed`)"),
+    ("413", "Body over 64 KiB (`payload_too_large`)"),
+    (
+        "415",
+        "Body is not `application/json` (`unsupported_media_type`)",
+    ),
+    (
+        "422",
+        "Well-formed input that breaks a rule (`validation_error`)",
+    ),
+    (
+        "429",
+        "Throttled (`too_many_requests`, `daily_limit_reached`), see `Retry-After`",
+    ),
+    (
+        "500",
+        "Unexpected failure (`internal_error`, `processing_failed`)",
+    ),
+    (
+        "503",
+        "A dependency is down (`database_unavailable`, `cache_unavailable`, `queue_unavailable`, `billing_unavailable`)",
+    ),
+];
+
+/// The whole API: every function's operations, the bearer scheme, the error envelope.
+pub fn openapi() -> OpenApi {
+    let mut doc = Base::openapi();
+    for part in [
+        auth_fn::Api::openapi(),
+        user_fn::Api::openapi(),
+        chatroom_fn::Api::openapi(),
+        subscription_fn::Api::openapi(),
+        stripe_webhook_fn::Api::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+    let envelope = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(ErrorEnvelope::name())))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.put,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, description) in COMMON_ERRORS.iter().map(|(c, d)| (*c, d.to_string())) {
+                let existing = op.responses.responses.remove(code);
+                let description = match existing {
+                    Some(utoipa::openapi::RefOr::T(r)) if !r.description.is_empty() => {
+                        r.description
+                    }
+                    _ => description,
+                };
+                op.responses.responses.insert(
+                    code.to_string(),
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content("application/json", envelope.clone())
+                        .into(),
+                );
+            }
+            // Documented per-operation errors (401, 409, ...) carry the envelope too.
+            for (code, response) in op.responses.responses.iter_mut() {
+                if (code.starts_with('4') || code.starts_with('5'))
+                    && let utoipa::openapi::RefOr::T(r) = response
+                {
+                    r.content
+                        .insert("application/json".into(), envelope.clone());
+                }
+            }
+        }
+    }
+    doc
+}
