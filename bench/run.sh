@@ -36,11 +36,7 @@ else
 fi
 
 STATE="$(state_dir bench)"
-if [ -f "$STATE/pg/postmaster.pid" ]; then
-    run_pg "$(pg_bindir)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
-fi
-rm -rf "$STATE/pg"
-start_postgres "$STATE/pg" "$PG_PORT"
+fresh_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA -c "CREATE DATABASE bench" >/dev/null
 

@@ -103,24 +103,30 @@ stop_started() {
     STARTED_PG=()
 }
 
-# The AWS emulator (moto: SQS and DynamoDB), in a virtualenv under .local/.
-ensure_moto() {
-    local venv="$ROOT/.local/venv"
-    if [ ! -x "$venv/bin/moto_server" ]; then
-        log "installing moto[server] into $venv (PyPI)"
+# ensure_venv NAME CHECK_BINARY PACKAGE...: a virtualenv under .local/ holding PACKAGEs,
+# installed from PyPI unless CHECK_BINARY is already there. One per tool family, since
+# aws-sam-cli, moto and schemathesis pin conflicting versions.
+ensure_venv() {
+    local venv="$ROOT/.local/$1" check="$2"
+    shift 2
+    if [ ! -x "$venv/bin/$check" ]; then
+        log "installing $* into $venv (PyPI)"
         if ! python3 -m venv "$venv" 2>/dev/null; then
             as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
             python3 -m venv "$venv"
         fi
-        "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+        "$venv/bin/pip" install -q --disable-pip-version-check "$@"
     fi
 }
+
+# The AWS emulator (moto: SQS and DynamoDB).
+ensure_moto() { ensure_venv venv moto_server 'moto[server]>=5,<6'; }
 
 # start_moto STATE_DIR PORT
 start_moto() {
     local dir="$1" port="$2"
     port_busy "$port" && die "port $port is taken by another program; set MOTO_PORT to a free port"
-    "$ROOT/.local/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+    "$ROOT/.local/venv/bin/python" "$ROOT/scripts/moto_serial.py" 127.0.0.1 "$port" >"$dir/moto.log" 2>&1 &
     STARTED_PIDS+=("$!")
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
@@ -130,29 +136,21 @@ start_moto() {
     log "moto (SQS, DynamoDB) on 127.0.0.1:$port"
 }
 
-# Template linters and cargo-lambda, in their own virtualenv (aws-sam-cli pins many packages).
+# Template linters and cargo-lambda (on PATH afterwards).
 ensure_tools() {
-    local venv="$ROOT/.local/venv-tools"
-    if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ] || [ ! -x "$venv/bin/cargo-lambda" ]; then
-        log "installing cfn-lint, aws-sam-cli and cargo-lambda into $venv (PyPI)"
-        if ! python3 -m venv "$venv" 2>/dev/null; then
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-            python3 -m venv "$venv"
-        fi
-        "$venv/bin/pip" install -q --disable-pip-version-check cfn-lint aws-sam-cli cargo-lambda
-    fi
-    export PATH="$venv/bin:$PATH"
+    ensure_venv venv-tools cargo-lambda cfn-lint aws-sam-cli cargo-lambda
+    export PATH="$ROOT/.local/venv-tools/bin:$PATH"
 }
 
-# schemathesis (contract fuzzing), in its own virtualenv.
-ensure_schemathesis() {
-    local venv="$ROOT/.local/venv-fuzz"
-    if [ ! -x "$venv/bin/schemathesis" ]; then
-        log "installing schemathesis into $venv (PyPI)"
-        if ! python3 -m venv "$venv" 2>/dev/null; then
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-            python3 -m venv "$venv"
-        fi
-        "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5'
+# schemathesis (contract fuzzing).
+ensure_schemathesis() { ensure_venv venv-fuzz schemathesis 'schemathesis>=4,<5'; }
+
+# fresh_postgres DATA_DIR PORT: an empty cluster (any earlier one in DATA_DIR is discarded).
+fresh_postgres() {
+    local data="$1" port="$2"
+    if [ -f "$data/postmaster.pid" ]; then
+        run_pg "$(pg_bindir)/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
     fi
+    rm -rf "$data"
+    start_postgres "$data" "$port"
 }

@@ -13,11 +13,7 @@ ensure_packages
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 STATE="$(state_dir soak)"
-if [ -f "$STATE/pg/postmaster.pid" ]; then
-    run_pg "$(pg_bindir)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
-fi
-rm -rf "$STATE/pg"
-start_postgres "$STATE/pg" "$PG_PORT"
+fresh_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA -c "CREATE DATABASE soak" >/dev/null
 

@@ -22,11 +22,7 @@ trap 'exit 130' INT TERM
 
 # A fresh cluster every run: each test creates its own database in it.
 STATE="$(state_dir test)"
-if [ -f "$STATE/pg/postmaster.pid" ]; then
-    run_pg "$(pg_bindir)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
-fi
-rm -rf "$STATE/pg"
-start_postgres "$STATE/pg" "$PG_PORT"
+fresh_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
 start_moto "$STATE" "$MOTO_PORT"
 

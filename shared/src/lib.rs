@@ -2,6 +2,8 @@
 //! and the domain logic every Lambda function and the local server use.
 
 pub mod auth;
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
+pub mod aws;
 pub mod billing;
 pub mod bootstrap;
 pub mod chat;

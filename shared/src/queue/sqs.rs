@@ -28,10 +28,7 @@ impl SqsQueue {
 
     async fn client(&self) -> &Client {
         self.client
-            .get_or_init(|| async {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                Client::new(&config)
-            })
+            .get_or_init(|| async { Client::new(crate::aws::sdk_config().await) })
             .await
     }
 }
