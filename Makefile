@@ -22,7 +22,7 @@ clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 lint:
-	bash -c 'source scripts/services.sh && ensure_tools && cfn-lint template.yaml && SAM_CLI_TELEMETRY=0 sam validate --lint'
+	bash -c 'source scripts/services.sh && ensure_packages && ensure_tools && cfn-lint template.yaml && SAM_CLI_TELEMETRY=0 sam validate --lint'
 
 ## Apply migrations to the database at $$DATABASE_URL (e.g. a deployed one)
 migrate:

@@ -14,10 +14,7 @@ PORT="${BENCH_PORT:-55095}"
 FUNCTIONS="auth user chatroom subscription stripe-webhook reply-worker"
 
 ensure_packages
-if ! command -v wrk >/dev/null; then
-    log "installing wrk with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+command -v wrk >/dev/null || apt_install wrk
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 

@@ -6,6 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
+ensure_packages
 ensure_tools
 
 ARCH_FLAG="--x86-64"

@@ -13,6 +13,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
+# apt_install PACKAGE...: with fresh package lists (a new machine has none).
+apt_install() {
+    log "installing $* with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 ensure_packages() {
     local missing=()
     [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
@@ -23,9 +30,7 @@ ensure_packages() {
     command -v unzip >/dev/null || missing+=(unzip)
     command -v bc >/dev/null || missing+=(bc)
     if [ ${#missing[@]} -gt 0 ]; then
-        log "installing ${missing[*]} with apt-get"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt_install "${missing[@]}"
     fi
 }
 
@@ -112,7 +117,7 @@ ensure_venv() {
     if [ ! -x "$venv/bin/$check" ]; then
         log "installing $* into $venv (PyPI)"
         if ! python3 -m venv "$venv" 2>/dev/null; then
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            apt_install python3-venv
             python3 -m venv "$venv"
         fi
         "$venv/bin/pip" install -q --disable-pip-version-check "$@"

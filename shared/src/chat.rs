@@ -173,9 +173,17 @@ pub async fn find_replay(
     chatroom: Uuid,
     content: Option<&str>,
 ) -> AppResult<Option<Value>> {
-    let row = state
-        .db()
-        .await?
+    replay_on(&state.db().await?, user, key, chatroom, content).await
+}
+
+async fn replay_on(
+    db: &deadpool_postgres::Client,
+    user: Uuid,
+    key: &str,
+    chatroom: Uuid,
+    content: Option<&str>,
+) -> AppResult<Option<Value>> {
+    let row = db
         .query_opt(
             "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
             &[&user, &key],
@@ -237,7 +245,9 @@ pub async fn send_message(
         if stored == 0 {
             // A concurrent request with the same key won the race: answer as it did.
             tx.rollback().await?;
-            let body = find_replay(state, user, key, chatroom, Some(content))
+            // On the connection already held: asking the pool for a second one could wait
+            // forever with a pool of one.
+            let body = replay_on(&db, user, key, chatroom, Some(content))
                 .await?
                 .ok_or_else(|| AppError::internal(anyhow::anyhow!("idempotency row vanished")))?;
             return Ok(Sent {

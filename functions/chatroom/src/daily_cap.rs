@@ -38,8 +38,11 @@ pub async fn enforce(
             .ok()
             .and_then(|v| v.get("content").and_then(|c| c.as_str()).map(str::to_owned));
         request = Request::from_parts(parts, axum::body::Body::from(bytes));
-        if let Some(body) =
-            chat::find_replay(&state, user.id, &key, chatroom, content.as_deref()).await?
+        // A body without `content` cannot be compared with the stored request: let the
+        // handler reject it (the unit it costs is given back).
+        if let Some(content) = content.as_deref()
+            && let Some(body) =
+                chat::find_replay(&state, user.id, &key, chatroom, Some(content)).await?
         {
             let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
             response

@@ -54,7 +54,8 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    // abs_diff: a hostile `t` (e.g. i64::MIN) must not overflow.
+    if now.abs_diff(timestamp) > TOLERANCE_SECS as u64 {
         return Err(SignatureError::Stale);
     }
     for candidate in signatures {
@@ -274,8 +275,8 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
     // The user: by the customer we created for them, else by the id we put in metadata.
     let user: Option<Uuid> = tx
         .query_opt(
-            "SELECT id FROM users WHERE stripe_customer_id = $1 \
-             UNION ALL SELECT id FROM users WHERE id = $2 LIMIT 1",
+            "SELECT id FROM users WHERE stripe_customer_id = $1 OR id = $2 \
+             ORDER BY (stripe_customer_id IS NOT DISTINCT FROM $1) DESC LIMIT 1",
             &[&sub.customer, &sub.user_hint],
         )
         .await
@@ -357,6 +358,21 @@ mod tests {
             good.split_once(',').unwrap().1
         );
         assert_eq!(verify_signature(body, Some(&header), SECRET, 1_100), Ok(()));
+    }
+
+    #[test]
+    fn hostile_timestamps_do_not_overflow() {
+        let body = b"{}";
+        let header = format!("t={},v1={}", i64::MIN, "00".repeat(32));
+        assert_eq!(
+            verify_signature(body, Some(&header), SECRET, 1_000),
+            Err(SignatureError::Stale)
+        );
+        let header = format!("t={},v1={}", i64::MAX, "00".repeat(32));
+        assert_eq!(
+            verify_signature(body, Some(&header), SECRET, -5),
+            Err(SignatureError::Stale)
+        );
     }
 
     #[test]
