@@ -41,12 +41,18 @@ where
 
 /// The caller, authenticated by `Authorization: Bearer <jwt>`; the token's version
 /// must match the user's, so tokens issued before a password change are refused.
+#[derive(Clone)]
 pub struct AuthUser(pub User);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        // A route middleware (the daily cap) and its handler both ask for the caller:
+        // look the user up once per request.
+        if let Some(known) = parts.extensions.get::<AuthUser>() {
+            return Ok(known.clone());
+        }
         let unauthorized = |m: &str| AppError::Unauthorized(m.to_string());
         let value = parts
             .headers
@@ -66,6 +72,7 @@ impl FromRequestParts<AppState> for AuthUser {
         if user.token_version != claims.ver {
             return Err(unauthorized("token has been revoked"));
         }
+        parts.extensions.insert(Self(user.clone()));
         Ok(Self(user))
     }
 }
