@@ -615,25 +615,23 @@ fn sizes(report: &mut Report) {
         "stripe-webhook",
         "reply-worker",
     ] {
-        let zip = format!("target/lambda/{function}/bootstrap.zip");
-        let bin = format!("target/release/{function}");
-        if let Ok(meta) = std::fs::metadata(&zip) {
-            report.add(
-                6,
-                "package size",
-                &format!("{function}: bootstrap.zip"),
-                "MB",
-                vec![meta.len() as f64 / 1048576.0],
-            );
-        }
-        if let Ok(meta) = std::fs::metadata(&bin) {
-            report.add(
-                6,
-                "package size",
-                &format!("{function}: release binary"),
-                "MB",
-                vec![meta.len() as f64 / 1048576.0],
-            );
+        for (path, what) in [
+            (
+                format!("target/lambda/{function}/bootstrap.zip"),
+                "bootstrap.zip",
+            ),
+            (format!("target/release/{function}"), "release binary"),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mb = meta.len() as f64 / 1048576.0;
+                report.add(
+                    6,
+                    "package size",
+                    &format!("{function}: {what}"),
+                    "MB",
+                    vec![mb],
+                );
+            }
         }
     }
 }

@@ -262,8 +262,7 @@ impl TestApp {
     }
 
     pub async fn set_tier(&self, token: &str, tier: &str) {
-        let me = self.get("/user/me", token).await;
-        let id: Uuid = me.body["id"].as_str().unwrap().parse().unwrap();
+        let id = self.user_id(token).await;
         self.db()
             .await
             .execute("UPDATE users SET tier = $2 WHERE id = $1", &[&id, &tier])
@@ -402,6 +401,18 @@ impl TestApp {
     pub async fn user_id(&self, token: &str) -> Uuid {
         let me = self.get("/user/me", token).await;
         me.body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Messages counted today against the token's user, as the quota store says.
+    pub async fn used_today(&self, token: &str) -> u32 {
+        let id = self.user_id(token).await;
+        let today = shared::quota::today(chrono::Utc::now());
+        self.state.quota.used(id, today).await.unwrap()
+    }
+
+    /// `SELECT count(*) ...` on this app's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {

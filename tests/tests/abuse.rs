@@ -106,13 +106,7 @@ async fn hostile_and_unicode_input_is_stored_byte_exact() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(stored, samples.to_vec());
-    let tables: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('messages', 'chatrooms', 'users')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let tables = app.count("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('messages', 'chatrooms', 'users')").await;
     assert_eq!(tables, 3);
 
     // NUL cannot be stored in PostgreSQL text: a clear 422, not a 500.

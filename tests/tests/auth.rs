@@ -49,13 +49,7 @@ async fn signup_validates_input_and_changes_nothing() {
         assert_eq!(r.error_code(), "validation_error", "{why}");
         assert!(r.body["error"]["message"].as_str().unwrap().len() > 3);
     }
-    let count: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM users", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = app.count("SELECT count(*) FROM users").await;
     assert_eq!(count, 0);
 }
 

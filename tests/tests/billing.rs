@@ -225,13 +225,7 @@ async fn signed_events_change_state_and_forgeries_do_not() {
     let r = app.webhook(&altered, Some(&sig)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(tier(&app, &token).await, "basic");
-    let events: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM stripe_events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let events = app.count("SELECT count(*) FROM stripe_events").await;
     assert_eq!(events, 0, "nothing recorded for refused deliveries");
 
     let r = app.webhook(&body, Some(&sig)).await;

@@ -145,13 +145,7 @@ async fn chatroom_validation_rename_and_delete() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = app.get(&format!("/chatroom/{room}"), &token).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let left: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left = app.count("SELECT count(*) FROM messages").await;
     assert_eq!(left, 0, "messages go with their chatroom");
     let r = app
         .call(
@@ -385,13 +379,7 @@ async fn idempotency_key_replays_without_storing_or_counting() {
     }
     let reused = send("key-1", "different content").await;
     assert_eq!(reused.status, StatusCode::CONFLICT);
-    let count: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = app.count("SELECT count(*) FROM messages").await;
     assert_eq!(count, 1);
     // Still only one unit used.
     let next = send("key-2", "twice").await;

@@ -67,13 +67,7 @@ async fn redis_stopped_mid_traffic_degrades_then_recovers() {
             }
         }
     }
-    let stored: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = app.count("SELECT count(*) FROM messages").await;
     assert_eq!(stored, 1, "nothing stored for refused sends");
 
     redis.resume().await;

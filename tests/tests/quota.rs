@@ -68,13 +68,7 @@ async fn fifty_concurrent_sends_admit_exactly_five(app: TestApp) {
         }
     }
     assert_eq!((accepted, limited), (5, 45));
-    let stored: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = app.count("SELECT count(*) FROM messages").await;
     assert_eq!(stored, 5);
 }
 
@@ -172,13 +166,6 @@ async fn pro_users_are_unlimited_but_counted() {
             StatusCode::ACCEPTED
         );
     }
-    let me = app.get("/user/me", &token).await;
-    let id: uuid::Uuid = me.body["id"].as_str().unwrap().parse().unwrap();
-    let used = app
-        .state
-        .quota
-        .used(id, shared::quota::today(chrono::Utc::now()))
-        .await
-        .unwrap();
+    let used = app.used_today(&token).await;
     assert_eq!(used, 12);
 }

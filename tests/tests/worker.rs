@@ -174,14 +174,7 @@ async fn sqs_publish_failure_is_503_and_returns_the_unit() {
     let msgs = r.body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["status"], "failed", "kept, and marked failed");
-    let me = app.get("/user/me", &token).await;
-    let id: uuid::Uuid = me.body["id"].as_str().unwrap().parse().unwrap();
-    let used = app
-        .state
-        .quota
-        .used(id, shared::quota::today(chrono::Utc::now()))
-        .await
-        .unwrap();
+    let used = app.used_today(&token).await;
     assert_eq!(used, 0, "the unit was given back");
 }
 
