@@ -725,11 +725,14 @@ async fn main() -> anyhow::Result<()> {
         println!("note: {n}");
     }
     let out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
+    // Quick runs (debug build) go beside, never over, the committed full-run figures.
+    let path = if quick {
+        "bench/results/quick.json"
+    } else {
+        "bench/results/latest.json"
+    };
     std::fs::create_dir_all("bench/results")?;
-    std::fs::write(
-        "bench/results/latest.json",
-        serde_json::to_string_pretty(&out)?,
-    )?;
-    println!("results written to bench/results/latest.json");
+    std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    println!("results written to {path}");
     Ok(())
 }
