@@ -216,47 +216,50 @@ pub async fn send_message(
         validate_idempotency_key(key)?;
     }
     let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let owned = tx
-        .execute(
-            "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 AND user_id = $2",
-            &[&chatroom, &user],
-        )
-        .await?;
-    if owned == 0 {
-        return Err(not_found());
-    }
-    let message = messages::insert_user_message(&tx, user, chatroom, content).await?;
-    let body = json!({ "message": message_view(&message) });
-    if let Some(key) = idempotency_key {
-        let stored = tx
-            .execute(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[
-                    &user,
-                    &key,
-                    &request_hash(chatroom, content),
-                    &message.id,
-                    &body,
-                ],
-            )
-            .await?;
-        if stored == 0 {
-            // A concurrent request with the same key won the race: answer as it did.
-            tx.rollback().await?;
-            // On the connection already held: asking the pool for a second one could wait
-            // forever with a pool of one.
-            let body = replay_on(&db, user, key, chatroom, Some(content))
+    let message = match idempotency_key {
+        // One statement, one round trip.
+        None => messages::insert_user_message(&db, user, chatroom, content)
+            .await?
+            .ok_or_else(not_found)?,
+        // The message and its idempotency record commit together.
+        Some(key) => {
+            let tx = db.transaction().await?;
+            let message = messages::insert_user_message(&tx, user, chatroom, content)
                 .await?
-                .ok_or_else(|| AppError::internal(anyhow::anyhow!("idempotency row vanished")))?;
-            return Ok(Sent {
-                body,
-                replayed: true,
-            });
+                .ok_or_else(not_found)?;
+            let stored = tx
+                .execute(
+                    "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &user,
+                        &key,
+                        &request_hash(chatroom, content),
+                        &message.id,
+                        &json!({ "message": message_view(&message) }),
+                    ],
+                )
+                .await?;
+            if stored == 0 {
+                // A concurrent request with the same key won the race: answer as it did.
+                tx.rollback().await?;
+                // On the connection already held: asking the pool for a second one could
+                // wait forever with a pool of one.
+                let body = replay_on(&db, user, key, chatroom, Some(content))
+                    .await?
+                    .ok_or_else(|| {
+                        AppError::internal(anyhow::anyhow!("idempotency row vanished"))
+                    })?;
+                return Ok(Sent {
+                    body,
+                    replayed: true,
+                });
+            }
+            tx.commit().await?;
+            message
         }
-    }
-    tx.commit().await?;
+    };
+    let body = json!({ "message": message_view(&message) });
     chat_cache::invalidate(&state.redis, user).await;
 
     let published = match &state.queue {

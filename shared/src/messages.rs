@@ -75,20 +75,25 @@ pub fn from_row(row: &Row) -> Message {
     }
 }
 
+/// Stores a pending user message and marks its chatroom active, in one statement (so
+/// atomic without a transaction); `None` when `user` owns no such chatroom.
 pub async fn insert_user_message<C: GenericClient>(
     db: &C,
     user: Uuid,
     chatroom: Uuid,
     content: &str,
-) -> AppResult<Message> {
+) -> AppResult<Option<Message>> {
     let sql = format!(
-        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
-         VALUES ($1, $2, $3, 'user', $4, 'pending') RETURNING {COLUMNS}"
+        "WITH room AS ( \
+             UPDATE chatrooms SET last_activity_at = now() \
+             WHERE id = $2 AND user_id = $3 RETURNING id) \
+         INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         SELECT $1, room.id, $3, 'user', $4, 'pending' FROM room RETURNING {COLUMNS}"
     );
     let row = db
-        .query_one(&sql, &[&Uuid::now_v7(), &chatroom, &user, &content])
+        .query_opt(&sql, &[&Uuid::now_v7(), &chatroom, &user, &content])
         .await?;
-    Ok(from_row(&row))
+    Ok(row.as_ref().map(from_row))
 }
 
 pub async fn by_id<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
@@ -178,11 +183,12 @@ pub async fn mark_failed<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> Ap
     Ok(n == 1)
 }
 
-pub async fn count_attempt<C: GenericClient>(db: &C, id: Uuid) -> AppResult<()> {
-    db.execute(
-        "UPDATE messages SET attempts = attempts + 1 WHERE id = $1",
-        &[&id],
-    )
-    .await?;
-    Ok(())
+/// Takes a pending user message for a delivery of its reply job, counting the attempt;
+/// `None` when it is gone or no longer pending (a redelivery of finished work).
+pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
+    let sql = format!(
+        "UPDATE messages SET attempts = attempts + 1 \
+         WHERE id = $1 AND role = 'user' AND status = 'pending' RETURNING {COLUMNS}"
+    );
+    Ok(db.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
 }

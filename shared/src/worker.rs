@@ -48,16 +48,9 @@ impl From<AppError> for Retry {
 impl Worker {
     /// `receive_count` is how many times the queue has delivered this job (1 the first time).
     pub async fn process(&self, job: ReplyJob, receive_count: u32) -> Result<Outcome, Retry> {
-        let message = {
-            let db = self.state.db().await?;
-            let Some(message) = messages::by_id(&db, job.message_id).await? else {
-                return Ok(Outcome::Skipped("message no longer exists"));
-            };
-            if message.role != "user" || message.status != Status::Pending.as_str() {
-                return Ok(Outcome::Skipped("message already processed"));
-            }
-            messages::count_attempt(&db, message.id).await?;
-            message
+        let claimed = messages::claim_pending(&self.state.db().await?, job.message_id).await?;
+        let Some(message) = claimed else {
+            return Ok(Outcome::Skipped("message gone or already processed"));
         };
         let conversation = self.conversation(&message).await?;
 
@@ -87,9 +80,9 @@ impl Worker {
                 return Err(Retry(reason));
             }
         };
-        let outcome = self.save(&message, reply).await?;
-        if outcome == Outcome::Answered {
-            self.title_if_unnamed(&message).await;
+        let (outcome, title_from) = self.save(&message, reply).await?;
+        if let Some(reply) = title_from {
+            self.title(&message, &reply).await;
         }
         Ok(outcome)
     }
@@ -165,8 +158,13 @@ impl Worker {
     }
 
     /// Stores the reply and flips the user message in one transaction. The unique
-    /// index on `reply_to` makes a concurrent or repeated delivery a no-op.
-    async fn save(&self, message: &Message, reply: ModelReply) -> Result<Outcome, Retry> {
+    /// index on `reply_to` makes a concurrent or repeated delivery a no-op. Also returns
+    /// the reply text when it answered the first exchange of a still unnamed chatroom.
+    async fn save(
+        &self,
+        message: &Message,
+        reply: ModelReply,
+    ) -> Result<(Outcome, Option<String>), Retry> {
         let (text, finish_reason, status, outcome) = match reply {
             ModelReply::Text {
                 text,
@@ -202,42 +200,33 @@ impl Worker {
             .map_err(AppError::from)?;
         if inserted == 0 || flipped == 0 {
             tx.rollback().await.map_err(AppError::from)?;
-            return Ok(Outcome::Skipped("message already processed"));
+            return Ok((Outcome::Skipped("message already processed"), None));
         }
-        tx.execute(
-            "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1",
-            &[&message.chatroom_id],
-        )
-        .await
-        .map_err(AppError::from)?;
+        let untitled: bool = tx
+            .query_one(
+                "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 RETURNING name IS NULL",
+                &[&message.chatroom_id],
+            )
+            .await
+            .map_err(AppError::from)?
+            .get(0);
         tx.commit().await.map_err(AppError::from)?;
         chat_cache::invalidate(&self.state.redis, message.user_id).await;
         tracing::info!(message_id = %message.id, status = status.as_str(), "reply stored");
-        Ok(outcome)
+        let title_from = (untitled && outcome == Outcome::Answered).then_some(text);
+        Ok((outcome, title_from))
     }
 
     /// Names an unnamed chatroom from its first exchange. Best effort: failures only log.
-    async fn title_if_unnamed(&self, message: &Message) {
+    async fn title(&self, message: &Message, reply: &str) {
         let result: Result<(), String> = async {
-            let db = self.state.db().await.map_err(|e| e.to_string())?;
-            let room = chatrooms::owned(&db, message.user_id, message.chatroom_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if room.is_none_or(|r| r.name.is_some()) {
-                return Ok(());
-            }
-            let reply = messages::reply_to(&db, message.id)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|r| r.content)
-                .unwrap_or_default();
-            drop(db);
             let title = self
                 .model
-                .title(&message.content, &reply)
+                .title(&message.content, reply)
                 .await
                 .map_err(|e| e.to_string())?;
             let db = self.state.db().await.map_err(|e| e.to_string())?;
+            // Only if still unnamed: the user may have named it meanwhile.
             if let Some(owner) = chatrooms::set_title_if_unnamed(&db, message.chatroom_id, &title)
                 .await
                 .map_err(|e| e.to_string())?
