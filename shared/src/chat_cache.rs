@@ -10,6 +10,9 @@ use uuid::Uuid;
 use crate::redis_client::Redis;
 
 pub const TTL_SECS: u64 = 300;
+/// The generation outlives every entry stored under it (each store renews it), so it
+/// cannot expire, restart at 1 and match an old entry again.
+const GENERATION_TTL_SECS: i64 = 24 * 3600;
 
 fn keys(redis: &Redis, user: Uuid) -> (String, String) {
     // One hash tag per user keeps both keys on one slot under Redis Cluster.
@@ -50,24 +53,30 @@ pub async fn store(
     generation: i64,
     body: &str,
 ) -> Result<(), RedisError> {
-    let (_, list_key) = keys(redis, user);
-    redis::cmd("SET")
+    let (gen_key, list_key) = keys(redis, user);
+    redis::pipe()
+        .cmd("SET")
         .arg(list_key)
         .arg(format!("{generation}|{body}"))
         .arg("EX")
         .arg(TTL_SECS)
+        .ignore()
+        .expire(gen_key, GENERATION_TTL_SECS)
+        .ignore()
         .query_async(&mut redis.conn())
         .await
 }
 
 /// Best effort: a failure is logged, and the entry then ages out within its TTL.
 pub async fn invalidate(redis: &Redis, user: Uuid) {
-    let (gen_key, _) = keys(redis, user);
+    let (gen_key, list_key) = keys(redis, user);
     let result: Result<(), RedisError> = redis::pipe()
         .atomic()
         .incr(&gen_key, 1)
         .ignore()
-        .expire(&gen_key, (TTL_SECS * 2) as i64)
+        .expire(&gen_key, GENERATION_TTL_SECS)
+        .ignore()
+        .del(&list_key)
         .ignore()
         .query_async(&mut redis.conn())
         .await;

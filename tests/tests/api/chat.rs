@@ -228,6 +228,32 @@ async fn list_is_cached_and_invalidated() {
 }
 
 #[tokio::test]
+async fn an_expired_generation_never_revives_an_old_list() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("cachegen")).await;
+    let user = app.user_id(&token).await;
+    app.create_chatroom(&token, Some("A")).await;
+    app.get("/chatroom", &token).await;
+    assert_eq!(app.get("/chatroom", &token).await.headers["x-cache"], "hit");
+
+    // The generation counter expires (idle user); the next write starts it again.
+    let gen_key = app
+        .state
+        .redis
+        .key(&["chatrooms", &format!("{{{user}}}"), "gen"]);
+    let dropped: i64 = redis::cmd("DEL")
+        .arg(&gen_key)
+        .query_async(&mut app.state.redis.conn())
+        .await
+        .unwrap();
+    assert_eq!(dropped, 1, "the generation key is where the cache keeps it");
+    app.create_chatroom(&token, Some("B")).await;
+    let r = app.get("/chatroom", &token).await;
+    assert_eq!(r.headers["x-cache"], "miss");
+    assert_eq!(r.body["chatrooms"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn redis_down_degrades_list_to_postgres() {
     let app = TestApp::spawn().await;
     let token = app.user_token(&unique_email("degrade")).await;
