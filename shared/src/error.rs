@@ -88,8 +88,9 @@ fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
     }
     if let Some(db) = err.as_db_error() {
         let code = db.code().code();
-        // Class 08: connection exception; 57P0x: admin shutdown / cannot connect now.
-        return code.starts_with("08") || code.starts_with("57P");
+        // Class 08: connection exception; 57P0x: admin shutdown / cannot connect now;
+        // class 53: insufficient resources (too many connections when Lambda scales out).
+        return code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
     }
     let mut source = err.source();
     while let Some(s) = source {
@@ -122,6 +123,17 @@ impl From<redis::RedisError> for AppError {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_unrecoverable_error()
+            // A replica loading its data set or a failover in progress (ElastiCache).
+            || matches!(
+                err.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::BusyLoading
+                        | redis::ServerErrorKind::ReadOnly
+                        | redis::ServerErrorKind::TryAgain
+                        | redis::ServerErrorKind::MasterDown
+                        | redis::ServerErrorKind::ClusterDown
+                )
+            )
         {
             tracing::warn!(error = %err, "redis unavailable");
             Self::redis_unavailable()
