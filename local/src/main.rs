@@ -82,6 +82,10 @@ async fn run_worker(worker: Worker, mut jobs: UnboundedReceiver<ReplyJob>) {
                     }
                     Err(retry) => {
                         tracing::error!(message_id = %job.message_id, reason = %retry.0, "local worker gave up (dead-lettered)");
+                        // What the dead-letter queue's consumer does in AWS.
+                        if let Err(e) = worker.dead_letter(job).await {
+                            tracing::error!(message_id = %job.message_id, reason = %e.0, "could not fail the dead-lettered message");
+                        }
                     }
                 }
             }

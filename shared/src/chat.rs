@@ -245,10 +245,14 @@ pub async fn send_message(
                 tx.rollback().await?;
                 // On the connection already held: asking the pool for a second one could
                 // wait forever with a pool of one.
+                // Gone again: that request could not queue its message and freed the key.
                 let body = replay_on(&db, user, key, chatroom, Some(content))
                     .await?
-                    .ok_or_else(|| {
-                        AppError::internal(anyhow::anyhow!("idempotency row vanished"))
+                    .ok_or_else(|| AppError::Unavailable {
+                        code: "queue_unavailable",
+                        message: "an earlier request with this Idempotency-Key could not be \
+                                  queued; retry shortly"
+                            .into(),
                     })?;
                 return Ok(Sent {
                     body,
@@ -273,13 +277,13 @@ pub async fn send_message(
     };
     if let Err(reason) = published {
         tracing::error!(message_id = %message.id, %reason, "could not queue the message");
-        messages::mark_failed(&db, message.id, "the reply queue was unavailable").await?;
-        // Let a retry with the same key start afresh rather than replay a failed send.
-        db.execute(
-            "DELETE FROM idempotency_keys WHERE message_id = $1",
-            &[&message.id],
-        )
-        .await?;
+        // The client hears 503 either way; a failure here leaves the row pending, and is
+        // logged so that it can be found.
+        if let Err(e) =
+            messages::fail_unqueued(&db, message.id, "the reply queue was unavailable").await
+        {
+            tracing::error!(message_id = %message.id, error = %e, "could not mark the unqueued message failed");
+        }
         return Err(AppError::Unavailable {
             code: "queue_unavailable",
             message: "the message could not be queued for a reply; it was not sent, retry shortly"

@@ -75,6 +75,9 @@ pub struct Config {
     pub gemini: GeminiSettings,
     /// The queue's maxReceiveCount: on the last receive a still-failing message is marked failed.
     pub max_receive_count: u32,
+    /// ARN of the reply queue's dead-letter queue: records the worker receives from it
+    /// are jobs whose every delivery failed, and their messages end `failed`.
+    pub dead_letter_queue_arn: Option<String>,
     pub stripe: StripeSettings,
 }
 
@@ -191,6 +194,7 @@ impl Config {
                 history_max_chars: env.parsed("HISTORY_MAX_CHARS", 16_000)?,
             },
             max_receive_count: env.parsed("MAX_RECEIVE_COUNT", 5)?,
+            dead_letter_queue_arn: env.optional("DEAD_LETTER_QUEUE_ARN"),
             stripe: StripeSettings {
                 api_key: env.optional("STRIPE_API_KEY").map(Secret::new),
                 webhook_secret: env.optional("STRIPE_WEBHOOK_SECRET").map(Secret::new),

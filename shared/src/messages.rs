@@ -171,16 +171,34 @@ pub async fn history<C: GenericClient>(
     Ok(out)
 }
 
-/// Marks a still-pending user message `failed`; `false` when it was no longer pending.
-pub async fn mark_failed<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> AppResult<bool> {
-    let n = db
-        .execute(
+/// Marks a still-pending user message `failed`; its owner when it was still pending.
+pub async fn mark_failed<C: GenericClient>(
+    db: &C,
+    id: Uuid,
+    reason: &str,
+) -> AppResult<Option<Uuid>> {
+    let row = db
+        .query_opt(
             "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-             WHERE id = $1 AND status = 'pending'",
+             WHERE id = $1 AND status = 'pending' RETURNING user_id",
             &[&id, &reason],
         )
         .await?;
-    Ok(n == 1)
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// A message that never reached the queue: it fails, and its idempotency key is freed
+/// in the same statement, so a retry with that key starts afresh instead of replaying.
+pub async fn fail_unqueued<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> AppResult<()> {
+    db.execute(
+        "WITH failed AS ( \
+             UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
+             WHERE id = $1 AND status = 'pending') \
+         DELETE FROM idempotency_keys WHERE message_id = $1",
+        &[&id, &reason],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Takes a pending user message for a delivery of its reply job, counting the attempt;

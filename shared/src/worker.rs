@@ -17,6 +17,12 @@ use crate::state::AppState;
 pub const BLOCKED_TEXT: &str =
     "I can't help with that request: it was blocked by the model's safety filters.";
 
+pub const DEAD_LETTER_REASON: &str =
+    "no reply could be produced: every delivery of this message failed";
+
+/// A chatroom title is a nicety: it may not eat into the Lambda's time.
+const TITLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Worker {
     pub state: AppState,
@@ -59,8 +65,12 @@ impl Worker {
             Err(ModelError::Permanent { message: reason }) => {
                 tracing::warn!(message_id = %message.id, %reason, "model refused the request; message failed");
                 let db = self.state.db().await?;
-                messages::mark_failed(&db, message.id, &reason).await?;
-                chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                if messages::mark_failed(&db, message.id, &reason)
+                    .await?
+                    .is_some()
+                {
+                    chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                }
                 return Ok(Outcome::Failed(reason));
             }
             Err(ModelError::Transient {
@@ -73,8 +83,12 @@ impl Worker {
                     let db = self.state.db().await?;
                     let why =
                         format!("the model stayed unavailable after {max} deliveries: {reason}");
-                    messages::mark_failed(&db, message.id, &why).await?;
-                    chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                    if messages::mark_failed(&db, message.id, &why)
+                        .await?
+                        .is_some()
+                    {
+                        chat_cache::invalidate(&self.state.redis, message.user_id).await;
+                    }
                     tracing::error!(message_id = %message.id, %why, "giving up; message failed");
                 }
                 return Err(Retry(reason));
@@ -85,6 +99,21 @@ impl Worker {
             self.title(&message, &reply).await;
         }
         Ok(outcome)
+    }
+
+    /// The last stop of a job whose every delivery failed (a record from the dead-letter
+    /// queue, or the local worker giving up), whatever the cause: a crash, a timeout, the
+    /// database. Its message ends `failed` rather than `pending` forever.
+    pub async fn dead_letter(&self, job: ReplyJob) -> Result<Outcome, Retry> {
+        let db = self.state.db().await?;
+        match messages::mark_failed(&db, job.message_id, DEAD_LETTER_REASON).await? {
+            Some(owner) => {
+                chat_cache::invalidate(&self.state.redis, owner).await;
+                tracing::error!(message_id = %job.message_id, "dead-lettered; message failed");
+                Ok(Outcome::Failed(DEAD_LETTER_REASON.into()))
+            }
+            None => Ok(Outcome::Skipped("message gone or already finished")),
+        }
     }
 
     /// Earlier turns, newest kept first within the message and character budgets.
@@ -220,11 +249,11 @@ impl Worker {
     /// Names an unnamed chatroom from its first exchange. Best effort: failures only log.
     async fn title(&self, message: &Message, reply: &str) {
         let result: Result<(), String> = async {
-            let title = self
-                .model
-                .title(&message.content, reply)
-                .await
-                .map_err(|e| e.to_string())?;
+            let title =
+                tokio::time::timeout(TITLE_TIMEOUT, self.model.title(&message.content, reply))
+                    .await
+                    .map_err(|_| "the title request timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
             let db = self.state.db().await.map_err(|e| e.to_string())?;
             // Only if still unnamed: the user may have named it meanwhile.
             if let Some(owner) = chatrooms::set_title_if_unnamed(&db, message.chatroom_id, &title)

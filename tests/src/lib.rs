@@ -156,6 +156,7 @@ pub fn test_config(database_url: &str) -> Config {
             history_max_chars: 16_000,
         },
         max_receive_count: 3,
+        dead_letter_queue_arn: None,
         stripe: shared::config::StripeSettings {
             api_key: Some(Secret::new("sk_test_fake")),
             webhook_secret: Some(Secret::new(STRIPE_WEBHOOK_SECRET)),

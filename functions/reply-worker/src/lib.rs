@@ -10,7 +10,8 @@ use shared::worker::{Outcome, Worker};
 
 /// Processes every record concurrently; only the records that must be delivered again
 /// are reported in `batchItemFailures`. A record that can never succeed (unreadable
-/// body) is logged and dropped rather than retried.
+/// body) is logged and dropped rather than retried. Records from the dead-letter queue
+/// (`DEAD_LETTER_QUEUE_ARN`) end their messages as `failed`.
 pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
     let mut tasks = JoinSet::new();
     let mut record_ids = HashMap::new();
@@ -52,7 +53,14 @@ async fn handle_record(worker: &Worker, record: SqsMessage) -> bool {
         .get("ApproximateReceiveCount")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    match worker.process(job, receive_count).await {
+    let dead_letter = record.event_source_arn.is_some()
+        && record.event_source_arn == worker.state.config.dead_letter_queue_arn;
+    let result = if dead_letter {
+        worker.dead_letter(job).await
+    } else {
+        worker.process(job, receive_count).await
+    };
+    match result {
         Ok(outcome) => {
             match &outcome {
                 Outcome::Skipped(why) => {

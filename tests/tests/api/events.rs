@@ -65,7 +65,15 @@ impl Run<'_> {
 
 #[tokio::test]
 async fn every_sample_event_runs_through_its_function() {
-    let app = TestApp::spawn().await;
+    // The dead-letter queue named in events/reply-worker/dead-letter-batch.json.
+    let app = TestApp::spawn_full(
+        |c| {
+            c.dead_letter_queue_arn =
+                Some("arn:aws:sqs:eu-west-1:123456789012:chatroom-lambda-replies-dlq".into())
+        },
+        |_| {},
+    )
+    .await;
     app.mount_fake_stripe().await;
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
@@ -146,6 +154,30 @@ async fn every_sample_event_runs_through_its_function() {
 
     let r = run.http("subscription/status.json", StatusCode::OK).await;
     assert_eq!(r.body["usage"]["used_today"], 2);
+
+    // A job whose every delivery failed arrives from the dead-letter queue: its message
+    // ends failed instead of pending.
+    let third = app
+        .send_message(&run.vars["TOKEN"], &run.vars["CHATROOM_ID"], "Still there?")
+        .await;
+    let third = third.body["message"]["id"].as_str().unwrap().to_string();
+    run.vars.insert("MESSAGE_ID_3", third.clone());
+    let text = run.load("reply-worker/dead-letter-batch.json");
+    let event: SqsEvent = serde_json::from_str(&text).unwrap();
+    let response = reply_worker_fn::handle_batch(&app.worker, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let r = app
+        .get(
+            &format!("/chatroom/{}/messages/{third}", run.vars["CHATROOM_ID"]),
+            &run.vars["TOKEN"],
+        )
+        .await;
+    assert_eq!(r.body["message"]["status"], "failed");
+    assert_eq!(
+        r.body["message"]["failure_reason"],
+        shared::worker::DEAD_LETTER_REASON
+    );
+    assert!(r.body["reply"].is_null());
     let r = run
         .http("subscription/subscribe-pro.json", StatusCode::OK)
         .await;

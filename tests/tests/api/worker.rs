@@ -25,16 +25,7 @@ async fn queue_pair(max_receive: u32) -> (String, String) {
         .await
         .unwrap();
     let dlq_url = dlq.queue_url().unwrap().to_string();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = queue_arn(&dlq_url).await;
     let main = sqs
         .create_queue()
         .queue_name(&name)
@@ -49,11 +40,27 @@ async fn queue_pair(max_receive: u32) -> (String, String) {
     (main.queue_url().unwrap().to_string(), dlq_url)
 }
 
-async fn sqs_app(queue_url: &str, max_receive: u32) -> TestApp {
+async fn queue_arn(queue_url: &str) -> String {
+    sqs_client()
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone()
+}
+
+/// An app publishing to `queue_url`, whose worker knows `dlq_url` as the dead-letter queue.
+async fn sqs_app(queue_url: &str, dlq_url: &str, max_receive: u32) -> TestApp {
     let url = queue_url.to_string();
+    let dlq_arn = queue_arn(dlq_url).await;
     TestApp::spawn_full(
         |c| {
             c.max_receive_count = max_receive;
+            c.dead_letter_queue_arn = Some(dlq_arn);
             c.gemini.retry_budget = Duration::from_millis(600);
         },
         move |s| s.queue = Some(Arc::new(SqsQueue::with_client(sqs_client(), url))),
@@ -72,6 +79,7 @@ async fn receive_event(queue_url: &str) -> (SqsEvent, Vec<(String, String)>) {
         .send()
         .await
         .unwrap();
+    let arn = queue_arn(queue_url).await;
     let mut records = Vec::new();
     let mut handles = Vec::new();
     for m in out.messages() {
@@ -90,7 +98,7 @@ async fn receive_event(queue_url: &str) -> (SqsEvent, Vec<(String, String)>) {
             "attributes": attrs,
             "messageAttributes": {},
             "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:replies",
+            "eventSourceARN": arn,
             "awsRegion": "us-east-1"
         }));
         handles.push((
@@ -128,8 +136,8 @@ fn failures(resp: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<Strin
 
 #[tokio::test]
 async fn sqs_round_trip_and_redelivery_gives_one_reply() {
-    let (url, _) = queue_pair(3).await;
-    let app = sqs_app(&url, 3).await;
+    let (url, dlq) = queue_pair(3).await;
+    let app = sqs_app(&url, &dlq, 3).await;
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("from sqs")))
@@ -164,7 +172,8 @@ async fn sqs_publish_failure_is_503_and_returns_the_unit() {
         api_tests::aws_endpoint(),
         uuid::Uuid::new_v4().simple()
     );
-    let app = sqs_app(&missing, 3).await;
+    let (_, dlq) = queue_pair(3).await;
+    let app = sqs_app(&missing, &dlq, 3).await;
     let token = app.user_token(&unique_email("sqsdown")).await;
     let room = app.create_chatroom(&token, Some("down")).await;
     let r = app.send_message(&token, &room, "lost?").await;
@@ -180,8 +189,8 @@ async fn sqs_publish_failure_is_503_and_returns_the_unit() {
 
 #[tokio::test]
 async fn partial_batch_failure_reports_exactly_the_failing_ids() {
-    let (url, _) = queue_pair(5).await;
-    let app = sqs_app(&url, 5).await;
+    let (url, dlq) = queue_pair(5).await;
+    let app = sqs_app(&url, &dlq, 5).await;
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
         .and(body_string_contains("please-fail"))
@@ -263,7 +272,7 @@ async fn partial_batch_failure_reports_exactly_the_failing_ids() {
 #[tokio::test]
 async fn gemini_down_for_good_ends_failed_and_dead_lettered() {
     let (url, dlq) = queue_pair(2).await;
-    let app = sqs_app(&url, 2).await;
+    let app = sqs_app(&url, &dlq, 2).await;
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
         .respond_with(ResponseTemplate::new(503))
@@ -294,8 +303,59 @@ async fn gemini_down_for_good_ends_failed_and_dead_lettered() {
     // The next receive moves the record to the dead-letter queue.
     let (_, handles) = receive_event(&url).await;
     assert!(handles.is_empty());
-    let (_, dead) = receive_event(&dlq).await;
+    let (event, dead) = receive_event(&dlq).await;
     assert_eq!(dead.len(), 1);
+    // The dead-letter consumer finds the message already failed and keeps its reason.
+    let resp = reply_worker_fn::handle_batch(&app.worker, event).await;
+    assert!(failures(&resp).is_empty());
+    let r = app
+        .get(&format!("/chatroom/{room}/messages/{id}"), &token)
+        .await;
+    assert!(
+        r.body["message"]["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 deliveries")
+    );
+}
+
+#[tokio::test]
+async fn worker_crashing_on_every_delivery_ends_failed_through_the_dead_letter_queue() {
+    let (url, dlq) = queue_pair(2).await;
+    let app = sqs_app(&url, &dlq, 2).await;
+    let token = app.user_token(&unique_email("crash")).await;
+    let room = app.create_chatroom(&token, Some("crash")).await;
+    let sent = app
+        .send_message(&token, &room, "will the worker survive?")
+        .await;
+    let id = sent.body["message"]["id"].as_str().unwrap().to_string();
+
+    // Two deliveries that never finish (a crash or a timeout: nothing is deleted).
+    for delivery in 1..=2 {
+        let (_, handles) = receive_event(&url).await;
+        assert_eq!(handles.len(), 1, "delivery {delivery}");
+    }
+    let (_, handles) = receive_event(&url).await;
+    assert!(handles.is_empty(), "moved to the dead-letter queue");
+    let r = app
+        .get(&format!("/chatroom/{room}/messages/{id}"), &token)
+        .await;
+    assert_eq!(r.body["message"]["status"], "pending");
+
+    let (event, dead) = receive_event(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    let resp = reply_worker_fn::handle_batch(&app.worker, event).await;
+    assert!(failures(&resp).is_empty(), "{resp:?}");
+    settle(&dlq, &dead, &[]).await;
+    let r = app
+        .get(&format!("/chatroom/{room}/messages/{id}"), &token)
+        .await;
+    assert_eq!(r.body["message"]["status"], "failed");
+    assert_eq!(
+        r.body["message"]["failure_reason"],
+        shared::worker::DEAD_LETTER_REASON
+    );
+    assert!(r.body["reply"].is_null());
 }
 
 #[tokio::test]
