@@ -48,7 +48,11 @@ fn from_row(row: &Row) -> Chatroom {
 type Db = deadpool_postgres::Client;
 
 async fn one(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> AppResult<Option<Chatroom>> {
-    Ok(db.query_opt(sql, params).await?.as_ref().map(from_row))
+    Ok(db
+        .query_opt(&db.prepare_cached(sql).await?, params)
+        .await?
+        .as_ref()
+        .map(from_row))
 }
 
 pub async fn create(db: &Db, user: Uuid, name: Option<&str>) -> AppResult<Chatroom> {
@@ -56,7 +60,11 @@ pub async fn create(db: &Db, user: Uuid, name: Option<&str>) -> AppResult<Chatro
         "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
     );
     Ok(from_row(
-        &db.query_one(&sql, &[&Uuid::now_v7(), &user, &name]).await?,
+        &db.query_one(
+            &db.prepare_cached(&sql).await?,
+            &[&Uuid::now_v7(), &user, &name],
+        )
+        .await?,
     ))
 }
 
@@ -66,7 +74,7 @@ pub async fn list(db: &Db, user: Uuid) -> AppResult<Vec<Chatroom>> {
          ORDER BY last_activity_at DESC, id DESC LIMIT {LIST_MAX}"
     );
     Ok(db
-        .query(&sql, &[&user])
+        .query(&db.prepare_cached(&sql).await?, &[&user])
         .await?
         .iter()
         .map(from_row)

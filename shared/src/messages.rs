@@ -91,14 +91,21 @@ pub async fn insert_user_message<C: GenericClient>(
          SELECT $1, room.id, $3, 'user', $4, 'pending' FROM room RETURNING {COLUMNS}"
     );
     let row = db
-        .query_opt(&sql, &[&Uuid::now_v7(), &chatroom, &user, &content])
+        .query_opt(
+            &db.prepare_cached(&sql).await?,
+            &[&Uuid::now_v7(), &chatroom, &user, &content],
+        )
         .await?;
     Ok(row.as_ref().map(from_row))
 }
 
 pub async fn by_id<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
-    Ok(db.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+    Ok(db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id])
+        .await?
+        .as_ref()
+        .map(from_row))
 }
 
 /// A message of `user` in `chatroom`, or `None`.
@@ -112,7 +119,7 @@ pub async fn owned<C: GenericClient>(
         "SELECT {COLUMNS} FROM messages WHERE id = $1 AND chatroom_id = $2 AND user_id = $3"
     );
     Ok(db
-        .query_opt(&sql, &[&id, &chatroom, &user])
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id, &chatroom, &user])
         .await?
         .as_ref()
         .map(from_row))
@@ -121,7 +128,7 @@ pub async fn owned<C: GenericClient>(
 pub async fn reply_to<C: GenericClient>(db: &C, message: Uuid) -> AppResult<Option<Message>> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE reply_to = $1");
     Ok(db
-        .query_opt(&sql, &[&message])
+        .query_opt(&db.prepare_cached(&sql).await?, &[&message])
         .await?
         .as_ref()
         .map(from_row))
@@ -141,7 +148,7 @@ pub async fn page<C: GenericClient>(
     );
     let rows = db
         .query(
-            &sql,
+            &db.prepare_cached(&sql).await?,
             &[&chatroom, &before_seq.unwrap_or(i64::MAX), &(limit + 1)],
         )
         .await?;
@@ -164,7 +171,10 @@ pub async fn history<C: GenericClient>(
          AND status IN ('answered', 'complete') ORDER BY seq DESC LIMIT $3"
     );
     let rows = db
-        .query(&sql, &[&chatroom, &before_seq, &max_messages])
+        .query(
+            &db.prepare_cached(&sql).await?,
+            &[&chatroom, &before_seq, &max_messages],
+        )
         .await?;
     let mut out: Vec<Message> = rows.iter().map(from_row).collect();
     out.reverse();
@@ -208,5 +218,9 @@ pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Opti
         "UPDATE messages SET attempts = attempts + 1 \
          WHERE id = $1 AND role = 'user' AND status = 'pending' RETURNING {COLUMNS}"
     );
-    Ok(db.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+    Ok(db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id])
+        .await?
+        .as_ref()
+        .map(from_row))
 }

@@ -69,7 +69,7 @@ pub async fn insert(
     );
     let row = db
         .query_opt(
-            &sql,
+            &db.prepare_cached(&sql).await?,
             &[&Uuid::now_v7(), &email.as_str(), &name, &password_hash],
         )
         .await?;
@@ -79,7 +79,7 @@ pub async fn insert(
 pub async fn by_email(db: &deadpool_postgres::Client, email: &Email) -> AppResult<Option<User>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
     Ok(db
-        .query_opt(&sql, &[&email.as_str()])
+        .query_opt(&db.prepare_cached(&sql).await?, &[&email.as_str()])
         .await?
         .as_ref()
         .map(from_row))
@@ -87,7 +87,11 @@ pub async fn by_email(db: &deadpool_postgres::Client, email: &Email) -> AppResul
 
 pub async fn by_id(db: &deadpool_postgres::Client, id: Uuid) -> AppResult<Option<User>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-    Ok(db.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+    Ok(db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id])
+        .await?
+        .as_ref()
+        .map(from_row))
 }
 
 /// Sets the password and bumps the token version, revoking every older token.
@@ -100,7 +104,9 @@ pub async fn set_password(
         "UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {COLUMNS}"
     );
-    let row = db.query_opt(&sql, &[&id, &password_hash]).await?;
+    let row = db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id, &password_hash])
+        .await?;
     row.as_ref()
         .map(from_row)
         .ok_or_else(|| AppError::NotFound("user not found".into()))

@@ -20,6 +20,15 @@ pub const BLOCKED_TEXT: &str =
 pub const DEAD_LETTER_REASON: &str =
     "no reply could be produced: every delivery of this message failed";
 
+const INSERT_REPLY: &str = "INSERT INTO messages \
+     (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
+     VALUES ($1, $2, $3, 'model', $4, 'complete', $5, $6) \
+     ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING";
+const FLIP_STATUS: &str = "UPDATE messages SET status = $2, updated_at = now() \
+     WHERE id = $1 AND status = 'pending'";
+const TOUCH_ROOM: &str =
+    "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 RETURNING name IS NULL";
+
 /// A chatroom title is a nicety: it may not eat into the Lambda's time.
 const TITLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -211,20 +220,30 @@ impl Worker {
         };
         let mut db = self.state.db().await?;
         let tx = db.transaction().await.map_err(AppError::from)?;
+        // Prepared once per connection: these run for every reply.
+        let (insert, flip, touch) = tokio::try_join!(
+            tx.prepare_cached(INSERT_REPLY),
+            tx.prepare_cached(FLIP_STATUS),
+            tx.prepare_cached(TOUCH_ROOM),
+        )
+        .map_err(AppError::from)?;
+        let id = Uuid::now_v7();
         let inserted = tx
             .execute(
-                "INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
-                 VALUES ($1, $2, $3, 'model', $4, 'complete', $5, $6) \
-                 ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING",
-                &[&Uuid::now_v7(), &message.chatroom_id, &message.user_id, &text, &message.id, &finish_reason],
+                &insert,
+                &[
+                    &id,
+                    &message.chatroom_id,
+                    &message.user_id,
+                    &text,
+                    &message.id,
+                    &finish_reason,
+                ],
             )
             .await
             .map_err(AppError::from)?;
         let flipped = tx
-            .execute(
-                "UPDATE messages SET status = $2, updated_at = now() WHERE id = $1 AND status = 'pending'",
-                &[&message.id, &status.as_str()],
-            )
+            .execute(&flip, &[&message.id, &status.as_str()])
             .await
             .map_err(AppError::from)?;
         if inserted == 0 || flipped == 0 {
@@ -232,10 +251,7 @@ impl Worker {
             return Ok((Outcome::Skipped("message already processed"), None));
         }
         let untitled: bool = tx
-            .query_one(
-                "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 RETURNING name IS NULL",
-                &[&message.chatroom_id],
-            )
+            .query_one(&touch, &[&message.chatroom_id])
             .await
             .map_err(AppError::from)?
             .get(0);
