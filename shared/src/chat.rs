@@ -244,8 +244,8 @@ pub async fn send_message(
                 // A concurrent request with the same key won the race: answer as it did.
                 tx.rollback().await?;
                 // On the connection already held: asking the pool for a second one could
-                // wait forever with a pool of one.
-                // Gone again: that request could not queue its message and freed the key.
+                // wait forever with a pool of one. No row means that request could not
+                // queue its message and freed the key again.
                 let body = replay_on(&db, user, key, chatroom, Some(content))
                     .await?
                     .ok_or_else(|| AppError::Unavailable {

@@ -73,13 +73,7 @@ impl Worker {
             Ok(reply) => reply,
             Err(ModelError::Permanent { message: reason }) => {
                 tracing::warn!(message_id = %message.id, %reason, "model refused the request; message failed");
-                let db = self.state.db().await?;
-                if messages::mark_failed(&db, message.id, &reason)
-                    .await?
-                    .is_some()
-                {
-                    chat_cache::invalidate(&self.state.redis, message.user_id).await;
-                }
+                self.fail(message.id, &reason).await?;
                 return Ok(Outcome::Failed(reason));
             }
             Err(ModelError::Transient {
@@ -89,15 +83,9 @@ impl Worker {
                 if receive_count >= max {
                     // Last delivery: end the message as failed; the record still goes on
                     // to the dead-letter queue for inspection.
-                    let db = self.state.db().await?;
                     let why =
                         format!("the model stayed unavailable after {max} deliveries: {reason}");
-                    if messages::mark_failed(&db, message.id, &why)
-                        .await?
-                        .is_some()
-                    {
-                        chat_cache::invalidate(&self.state.redis, message.user_id).await;
-                    }
+                    self.fail(message.id, &why).await?;
                     tracing::error!(message_id = %message.id, %why, "giving up; message failed");
                 }
                 return Err(Retry(reason));
@@ -114,15 +102,22 @@ impl Worker {
     /// queue, or the local worker giving up), whatever the cause: a crash, a timeout, the
     /// database. Its message ends `failed` rather than `pending` forever.
     pub async fn dead_letter(&self, job: ReplyJob) -> Result<Outcome, Retry> {
-        let db = self.state.db().await?;
-        match messages::mark_failed(&db, job.message_id, DEAD_LETTER_REASON).await? {
-            Some(owner) => {
-                chat_cache::invalidate(&self.state.redis, owner).await;
-                tracing::error!(message_id = %job.message_id, "dead-lettered; message failed");
-                Ok(Outcome::Failed(DEAD_LETTER_REASON.into()))
-            }
-            None => Ok(Outcome::Skipped("message gone or already finished")),
+        if self.fail(job.message_id, DEAD_LETTER_REASON).await? {
+            tracing::error!(message_id = %job.message_id, "dead-lettered; message failed");
+            Ok(Outcome::Failed(DEAD_LETTER_REASON.into()))
+        } else {
+            Ok(Outcome::Skipped("message gone or already finished"))
         }
+    }
+
+    /// Ends a still-pending message as `failed` and refreshes its owner's chatroom list;
+    /// `false` when it was no longer pending.
+    async fn fail(&self, id: Uuid, reason: &str) -> Result<bool, Retry> {
+        let owner = messages::mark_failed(&self.state.db().await?, id, reason).await?;
+        if let Some(owner) = owner {
+            chat_cache::invalidate(&self.state.redis, owner).await;
+        }
+        Ok(owner.is_some())
     }
 
     /// Earlier turns, newest kept first within the message and character budgets.
