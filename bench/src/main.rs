@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 use shared::AppState;
+use shared::chat::worker::Worker;
+use shared::clients::gemini::GeminiClient;
 use shared::config::Config;
-use shared::gemini::GeminiClient;
-use shared::worker::Worker;
 use uuid::Uuid;
 
 use runtime_api::RuntimeApi;
@@ -130,7 +130,8 @@ async fn fixture(s: &Settings, db: &tokio_postgres::Client) -> anyhow::Result<Fi
     )
     .await?;
     seed_messages(db, user, chatroom, 20).await?;
-    let keys = shared::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(86_400));
+    let keys =
+        shared::auth::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(86_400));
     Ok(Fixture {
         user,
         token: keys.issue(user, 0)?.access_token,
@@ -553,7 +554,7 @@ async fn growth(
             "ms",
             vec![p50],
         );
-        let latest = shared::messages::page(&worker.state.db().await?, room, None, 1)
+        let latest = shared::chat::messages::page(&worker.state.db().await?, room, None, 1)
             .await?
             .0;
         let mut build = Vec::new();
@@ -586,7 +587,7 @@ async fn growth(
         &[&user],
     )
     .await?;
-    let token = shared::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(3600))
+    let token = shared::auth::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(3600))
         .issue(user, 0)?
         .access_token;
     let (_, p50, _) = wrk(

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shared::model::{OfflineModel, ReplyModel};
-use shared::queue::ReplyJob;
-use shared::queue::memory::MemoryQueue;
-use shared::worker::Worker;
+use shared::chat::model::{OfflineModel, ReplyModel};
+use shared::chat::worker::Worker;
+use shared::clients::queue::ReplyJob;
+use shared::clients::queue::memory::MemoryQueue;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let state = shared::bootstrap::state_from_env("local-server");
-    let applied = shared::db::migrate(state.config.database_url.expose())
+    let applied = shared::store::postgres::migrate(state.config.database_url.expose())
         .await
         .context("applying migrations")?;
     for m in &applied {
@@ -25,7 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let (queue, jobs) = MemoryQueue::new();
     let state = state.with(|s| s.queue = Some(Arc::new(queue)));
     let model: Arc<dyn ReplyModel> = match &state.config.gemini.api_key {
-        Some(_) => Arc::new(shared::gemini::GeminiClient::new(&state.config.gemini)?),
+        Some(_) => Arc::new(shared::clients::gemini::GeminiClient::new(
+            &state.config.gemini,
+        )?),
         None => {
             tracing::warn!(
                 "GOOGLE_API_KEY is not set: replies come from the OFFLINE provider and say so; \

@@ -6,7 +6,7 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let url =
         std::env::var("DATABASE_URL").context("configuration error: DATABASE_URL is required")?;
-    let applied = shared::db::migrate(&url)
+    let applied = shared::store::postgres::migrate(&url)
         .await
         .context("applying migrations")?;
     if applied.is_empty() {

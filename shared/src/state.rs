@@ -7,14 +7,14 @@ use deadpool_postgres::Pool;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::auth::jwt::JwtKeys;
+use crate::auth::otp::OtpStore;
 use crate::billing::BillingProvider;
+use crate::clients::queue::ReplyQueue;
 use crate::config::Config;
 use crate::error::AppResult;
-use crate::jwt::JwtKeys;
-use crate::otp::OtpStore;
-use crate::queue::ReplyQueue;
 use crate::quota::QuotaStore;
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Services>);
@@ -35,7 +35,7 @@ pub struct Services {
 impl AppState {
     /// Cheap and offline: pools and clients connect on first use.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let db = crate::db::pool(&config)?;
+        let db = crate::store::postgres::pool(&config)?;
         let redis = Redis::new(&config)?;
         let jwt = JwtKeys::new(config.jwt_secret.expose().as_bytes(), config.jwt_ttl);
         // A key of its own for OTP hashes, derived so that one secret suffices to deploy.
@@ -80,10 +80,9 @@ impl Deref for AppState {
 
 #[cfg(feature = "sqs")]
 fn queue_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
-    Ok(config
-        .reply_queue_url
-        .clone()
-        .map(|url| Arc::new(crate::queue::sqs::SqsQueue::from_env(url)) as Arc<dyn ReplyQueue>))
+    Ok(config.reply_queue_url.clone().map(|url| {
+        Arc::new(crate::clients::queue::sqs::SqsQueue::from_env(url)) as Arc<dyn ReplyQueue>
+    }))
 }
 
 #[cfg(not(feature = "sqs"))]

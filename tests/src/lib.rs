@@ -18,12 +18,12 @@ use uuid::Uuid;
 use std::sync::Arc;
 
 use shared::AppState;
+use shared::chat::worker::{Outcome, Retry, Worker};
+use shared::clients::gemini::GeminiClient;
+use shared::clients::queue::ReplyJob;
+use shared::clients::queue::memory::MemoryQueue;
 use shared::config::{Config, OtpDelivery, Secret};
-use shared::gemini::GeminiClient;
-use shared::queue::ReplyJob;
-use shared::queue::memory::MemoryQueue;
 use shared::state::Services;
-use shared::worker::{Outcome, Retry, Worker};
 use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
 use wiremock::MockServer;
@@ -67,7 +67,7 @@ async fn template() -> &'static str {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
     TEMPLATE
         .get_or_init(|| async {
-            let name = format!("tmpl_{}", shared::db::migrations_fingerprint());
+            let name = format!("tmpl_{}", shared::store::postgres::migrations_fingerprint());
             let admin = admin_client().await;
             // Serialise template creation between concurrently running test binaries.
             admin
@@ -89,7 +89,7 @@ async fn template() -> &'static str {
                     .batch_execute(&format!("CREATE DATABASE \"{building}\""))
                     .await
                     .unwrap();
-                shared::db::migrate(&db_url(&building))
+                shared::store::postgres::migrate(&db_url(&building))
                     .await
                     .expect("migrations apply");
                 admin

@@ -7,11 +7,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
+use shared::auth::jwt::IssuedToken;
+use shared::auth::otp::{self, Purpose};
+use shared::auth::users::UserView;
 use shared::auth::{self, SignupInput};
 use shared::http::{ApiJson, AuthUser};
-use shared::jwt::IssuedToken;
-use shared::otp::{self, Purpose};
-use shared::users::UserView;
 use shared::{AppResult, AppState};
 
 /// Every (method, path) this function serves; the SAM template and `cargo lambda watch`

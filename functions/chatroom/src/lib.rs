@@ -12,9 +12,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use shared::chat;
-use shared::chatrooms::Chatroom;
+use shared::chat::chatrooms::Chatroom;
+use shared::chat::messages::Message;
 use shared::http::{ApiJson, AuthUser, OptionalJson};
-use shared::messages::Message;
 use shared::{AppError, AppResult, AppState};
 
 pub use daily_cap::REPLAYED_HEADER;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use tokio::task::JoinSet;
 
-use shared::queue::ReplyJob;
-use shared::worker::{Outcome, Worker};
+use shared::chat::worker::{Outcome, Worker};
+use shared::clients::queue::ReplyJob;
 
 /// Processes every record concurrently; only the records that must be delivered again
 /// are reported in `batchItemFailures`. A record that can never succeed (unreadable

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::gemini::GeminiClient;
-use shared::worker::Worker;
+use shared::chat::worker::Worker;
+use shared::clients::gemini::GeminiClient;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

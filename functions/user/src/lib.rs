@@ -6,8 +6,8 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use shared::AppState;
+use shared::auth::users::UserView;
 use shared::http::AuthUser;
-use shared::users::UserView;
 
 /// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
 /// must route exactly these here (checked by the route tests).

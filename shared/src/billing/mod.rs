@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::auth::users::User;
 use crate::error::{AppError, AppResult};
 use crate::quota;
 use crate::state::AppState;
-use crate::users::User;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("payment provider error: {0}")]

@@ -6,9 +6,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
+use crate::auth::users::{self, User};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::users::{self, User};
 
 /// `Json<T>` with enveloped rejections: 400 malformed, 415 wrong type, 413 too big,
 /// 422 well-formed but wrong shape.

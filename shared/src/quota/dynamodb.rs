@@ -35,7 +35,7 @@ impl DynamoQuota {
 
     async fn client(&self) -> &Client {
         self.client
-            .get_or_init(|| async { Client::new(crate::aws::sdk_config().await) })
+            .get_or_init(|| async { Client::new(crate::clients::aws::sdk_config().await) })
             .await
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, QuotaBackend};
 use crate::error::AppResult;
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 /// Keys live a little past their day so a late refund still finds them.
 pub const KEY_TTL_SECS: i64 = 2 * 86_400;

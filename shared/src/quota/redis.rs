@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Decision, KEY_TTL_SECS, QuotaStore};
 use crate::error::AppResult;
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 // KEYS[1] counter; ARGV[1] limit (-1 = unlimited), ARGV[2] ttl.
 // Returns {admitted (1|0), used}.

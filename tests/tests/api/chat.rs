@@ -5,7 +5,7 @@ use std::time::Duration;
 use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::worker::Outcome;
+use shared::chat::worker::Outcome;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
 

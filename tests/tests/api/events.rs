@@ -175,7 +175,7 @@ async fn every_sample_event_runs_through_its_function() {
     assert_eq!(r.body["message"]["status"], "failed");
     assert_eq!(
         r.body["message"]["failure_reason"],
-        shared::worker::DEAD_LETTER_REASON
+        shared::chat::worker::DEAD_LETTER_REASON
     );
     assert!(r.body["reply"].is_null());
     let r = run

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use api_tests::faults::{TempPostgres, TempRedis};
 use api_tests::{GEMINI_PATH, TestApp, gemini_text, test_config, unique_email};
 use axum::http::StatusCode;
+use shared::chat::worker::Outcome;
+use shared::clients::queue::sqs::SqsQueue;
 use shared::config::Secret;
-use shared::queue::sqs::SqsQueue;
-use shared::worker::Outcome;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -91,7 +91,7 @@ async fn redis_stopped_mid_traffic_degrades_then_recovers() {
 async fn postgres_restarted_mid_traffic_is_503_then_recovers_losing_nothing() {
     let started = Instant::now();
     let pg = TempPostgres::start().await;
-    shared::db::migrate(&pg.url()).await.unwrap();
+    shared::store::postgres::migrate(&pg.url()).await.unwrap();
     let config = test_config(&pg.url());
     let app = Arc::new(TestApp::from_config(config).await);
     let token = app.user_token(&unique_email("pgfault")).await;
@@ -199,7 +199,7 @@ async fn gemini_flapping_then_healthy_answers_everything() {
         for receive in 1..=max {
             match app
                 .worker
-                .process(shared::queue::ReplyJob { message_id: id }, receive)
+                .process(shared::clients::queue::ReplyJob { message_id: id }, receive)
                 .await
             {
                 Ok(outcome) => {

@@ -9,8 +9,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::http::StatusCode;
 use serde_json::json;
-use shared::queue::sqs::SqsQueue;
-use shared::worker::Outcome;
+use shared::chat::worker::Outcome;
+use shared::clients::queue::sqs::SqsQueue;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -353,7 +353,7 @@ async fn worker_crashing_on_every_delivery_ends_failed_through_the_dead_letter_q
     assert_eq!(r.body["message"]["status"], "failed");
     assert_eq!(
         r.body["message"]["failure_reason"],
-        shared::worker::DEAD_LETTER_REASON
+        shared::chat::worker::DEAD_LETTER_REASON
     );
     assert!(r.body["reply"].is_null());
 }

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::chat_cache;
-use crate::chatrooms;
+use crate::chat::cache;
+use crate::chat::chatrooms;
+use crate::chat::messages::{self, Message, Status};
+use crate::chat::model::{ModelError, ModelReply, ReplyModel, Role, Turn};
+use crate::clients::queue::ReplyJob;
 use crate::error::AppError;
-use crate::messages::{self, Message, Status};
-use crate::model::{ModelError, ModelReply, ReplyModel, Role, Turn};
-use crate::queue::ReplyJob;
 use crate::state::AppState;
 
 pub const BLOCKED_TEXT: &str =
@@ -115,7 +115,7 @@ impl Worker {
     async fn fail(&self, id: Uuid, reason: &str) -> Result<bool, Retry> {
         let owner = messages::mark_failed(&self.state.db().await?, id, reason).await?;
         if let Some(owner) = owner {
-            chat_cache::invalidate(&self.state.redis, owner).await;
+            cache::invalidate(&self.state.redis, owner).await;
         }
         Ok(owner.is_some())
     }
@@ -251,7 +251,7 @@ impl Worker {
             .map_err(AppError::from)?
             .get(0);
         tx.commit().await.map_err(AppError::from)?;
-        chat_cache::invalidate(&self.state.redis, message.user_id).await;
+        cache::invalidate(&self.state.redis, message.user_id).await;
         tracing::info!(message_id = %message.id, status = status.as_str(), "reply stored");
         let title_from = (untitled && outcome == Outcome::Answered).then_some(text);
         Ok((outcome, title_from))
@@ -271,7 +271,7 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string())?
             {
-                chat_cache::invalidate(&self.state.redis, owner).await;
+                cache::invalidate(&self.state.redis, owner).await;
             }
             Ok(())
         }

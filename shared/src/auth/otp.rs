@@ -6,9 +6,9 @@ use rand::Rng;
 use redis::Script;
 use sha2::Sha256;
 
-use crate::email::Email;
+use crate::auth::email::Email;
 use crate::error::AppError;
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 pub const TTL_SECS: u64 = 300;
 pub const MAX_ATTEMPTS: u32 = 5;

@@ -4,7 +4,7 @@
 use redis::Script;
 
 use crate::error::AppError;
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

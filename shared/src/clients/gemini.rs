@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::chat::model::{ModelError, ModelReply, ReplyModel, Role, Turn, clean_title};
 use crate::config::GeminiSettings;
-use crate::model::{ModelError, ModelReply, ReplyModel, Role, Turn, clean_title};
 
 const SYSTEM_PROMPT: &str =
     "You are a helpful assistant in a chat app. Answer clearly and concisely.";

@@ -5,7 +5,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::email::Email;
+use crate::auth::email::Email;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone)]

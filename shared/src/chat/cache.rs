@@ -7,7 +7,7 @@
 use redis::RedisError;
 use uuid::Uuid;
 
-use crate::redis_client::Redis;
+use crate::store::redis::Redis;
 
 pub const TTL_SECS: u64 = 300;
 /// The generation outlives every entry stored under it (each store renews it), so it

@@ -1,17 +1,23 @@
 //! Chatroom and messaging rules, free of HTTP and AWS types: handlers call these.
 
+pub mod cache;
+pub mod chatrooms;
+pub mod messages;
+pub mod model;
+pub mod worker;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::chat_cache::{self, Lookup};
-use crate::chatrooms::{self, Chatroom};
+use crate::clients::queue::ReplyJob;
 use crate::error::{AppError, AppResult};
-use crate::messages::{self, CONTENT_MAX, Message};
-use crate::queue::ReplyJob;
 use crate::state::AppState;
+use cache::Lookup;
+use chatrooms::Chatroom;
+use messages::{CONTENT_MAX, Message};
 
 pub const PAGE_DEFAULT: i64 = 50;
 pub const PAGE_MAX: i64 = 100;
@@ -29,14 +35,14 @@ pub async fn create_chatroom(
 ) -> AppResult<Chatroom> {
     let name = name.map(chatrooms::parse_name).transpose()?;
     let room = chatrooms::create(&state.db().await?, user, name.as_deref()).await?;
-    chat_cache::invalidate(&state.redis, user).await;
+    cache::invalidate(&state.redis, user).await;
     Ok(room)
 }
 
 /// The user's chatrooms as the JSON body of `GET /chatroom`, and whether it came from cache.
 /// Redis trouble degrades to reading Postgres, never to an error.
 pub async fn list_chatrooms(state: &AppState, user: Uuid) -> AppResult<(String, bool)> {
-    let generation = match chat_cache::lookup(&state.redis, user).await {
+    let generation = match cache::lookup(&state.redis, user).await {
         Ok(Lookup::Hit(body)) => return Ok((body, true)),
         Ok(Lookup::Miss { generation }) => Some(generation),
         Err(e) => {
@@ -47,7 +53,7 @@ pub async fn list_chatrooms(state: &AppState, user: Uuid) -> AppResult<(String, 
     let rooms = chatrooms::list(&state.db().await?, user).await?;
     let body = json!({ "chatrooms": rooms }).to_string();
     if let Some(generation) = generation
-        && let Err(e) = chat_cache::store(&state.redis, user, generation, &body).await
+        && let Err(e) = cache::store(&state.redis, user, generation, &body).await
     {
         tracing::warn!(error = %e, "could not fill the chatroom cache");
     }
@@ -119,7 +125,7 @@ pub async fn rename_chatroom(
     let room = chatrooms::rename(&state.db().await?, user, id, &name)
         .await?
         .ok_or_else(not_found)?;
-    chat_cache::invalidate(&state.redis, user).await;
+    cache::invalidate(&state.redis, user).await;
     Ok(room)
 }
 
@@ -127,7 +133,7 @@ pub async fn delete_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResul
     if !chatrooms::delete(&state.db().await?, user, id).await? {
         return Err(not_found());
     }
-    chat_cache::invalidate(&state.redis, user).await;
+    cache::invalidate(&state.redis, user).await;
     Ok(())
 }
 
@@ -264,7 +270,7 @@ pub async fn send_message(
         }
     };
     let body = json!({ "message": message_view(&message) });
-    chat_cache::invalidate(&state.redis, user).await;
+    cache::invalidate(&state.redis, user).await;
 
     let published = match &state.queue {
         Some(queue) => queue

@@ -1,18 +1,24 @@
 //! Sign-up and sign-in rules: e-mailed one-time codes, optional passwords, revocation.
 //! Plain functions over the service state; no HTTP types here.
 
+pub mod email;
+pub mod jwt;
+pub mod otp;
+pub mod password;
+pub mod throttle;
+pub mod users;
+
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::config::OtpDelivery;
-use crate::email::Email;
 use crate::error::{AppError, AppResult};
-use crate::jwt::IssuedToken;
-use crate::otp::Purpose;
-use crate::password;
 use crate::state::AppState;
-use crate::throttle::{self, Limits};
-use crate::users::{self, User};
+use email::Email;
+use jwt::IssuedToken;
+use otp::Purpose;
+use throttle::Limits;
+use users::User;
 
 /// Wrong passwords an address may try per 15 minutes.
 const LOGIN_LIMITS: Limits = Limits {
