@@ -39,13 +39,12 @@ async fn main() -> anyhow::Result<()> {
     if state.billing.is_none() {
         tracing::warn!("Stripe is not configured: billing routes answer 503 billing_unavailable");
     }
-    tokio::spawn(run_worker(
-        Worker {
-            state: state.clone(),
-            model,
-        },
-        jobs,
-    ));
+    let worker = Worker {
+        state: state.clone(),
+        model,
+    };
+    tokio::spawn(run_sweeper(worker.clone()));
+    tokio::spawn(run_worker(worker, jobs));
 
     let app = local_server::app(state.clone());
 
@@ -63,6 +62,22 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Plays the part of the EventBridge schedule locally: the same sweep, every
+/// `LOCAL_SWEEP_INTERVAL_SECONDS` (default 60).
+async fn run_sweeper(worker: Worker) {
+    let every = std::env::var("LOCAL_SWEEP_INTERVAL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = worker.sweep().await {
+            tracing::warn!(reason = %e.0, "local sweep failed; the next one retries");
+        }
+    }
 }
 
 /// Plays the part of SQS + Lambda locally: each job is retried with a growing delay

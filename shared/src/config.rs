@@ -78,6 +78,9 @@ pub struct Config {
     /// ARN of the reply queue's dead-letter queue: records the worker receives from it
     /// are jobs whose every delivery failed, and their messages end `failed`.
     pub dead_letter_queue_arn: Option<String>,
+    /// The sweeper takes a pending message idle this long (not created, not delivered):
+    /// longer than the queue's visibility timeout, so live redeliveries are left alone.
+    pub sweep_after: Duration,
     pub stripe: StripeSettings,
 }
 
@@ -195,6 +198,7 @@ impl Config {
             },
             max_receive_count: env.parsed("MAX_RECEIVE_COUNT", 5)?,
             dead_letter_queue_arn: env.optional("DEAD_LETTER_QUEUE_ARN"),
+            sweep_after: Duration::from_secs(env.parsed("SWEEP_AFTER_SECONDS", 600)?),
             stripe: StripeSettings {
                 api_key: env.optional("STRIPE_API_KEY").map(Secret::new),
                 webhook_secret: env.optional("STRIPE_WEBHOOK_SECRET").map(Secret::new),

@@ -157,6 +157,7 @@ pub fn test_config(database_url: &str) -> Config {
         },
         max_receive_count: 3,
         dead_letter_queue_arn: None,
+        sweep_after: Duration::from_secs(600),
         stripe: shared::config::StripeSettings {
             api_key: Some(Secret::new("sk_test_fake")),
             webhook_secret: Some(Secret::new(STRIPE_WEBHOOK_SECRET)),

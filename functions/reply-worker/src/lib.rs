@@ -1,4 +1,5 @@
-//! The reply-worker: an SQS batch in, the ids of the records to retry out.
+//! The reply-worker: an SQS batch in, the ids of the records to retry out; and, on an
+//! EventBridge schedule, the sweep of messages left pending.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::HashMap;
@@ -7,6 +8,25 @@ use tokio::task::JoinSet;
 
 use shared::chat::worker::{Outcome, Worker};
 use shared::clients::queue::ReplyJob;
+
+/// Dispatches one invocation: an SQS batch (answers `batchItemFailures`) or the
+/// scheduled sweep (answers its report). Anything else is refused, not guessed at.
+pub async fn handle_event(
+    worker: &Worker,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    if event.get("Records").is_some() {
+        let batch: SqsEvent =
+            serde_json::from_value(event).map_err(|e| format!("unreadable SQS event: {e}"))?;
+        let response = handle_batch(worker, batch).await;
+        return serde_json::to_value(response).map_err(|e| e.to_string());
+    }
+    if event.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event") {
+        let report = worker.sweep().await.map_err(|e| e.to_string())?;
+        return serde_json::to_value(report).map_err(|e| e.to_string());
+    }
+    Err("unrecognised event: expected an SQS batch or a scheduled sweep".into())
+}
 
 /// Processes every record concurrently; only the records that must be delivered again
 /// are reported in `batchItemFailures`. A record that can never succeed (unreadable

@@ -1,8 +1,8 @@
-//! Lambda entry point of the reply-worker (SQS event source, partial batch responses).
+//! Lambda entry point of the reply-worker (SQS event source with partial batch responses,
+//! and an EventBridge schedule for the sweep).
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::chat::worker::Worker;
 use shared::clients::gemini::GeminiClient;
@@ -20,12 +20,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         state,
         model: Arc::new(model),
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let worker = worker.clone();
         async move {
-            Ok::<SqsBatchResponse, lambda_runtime::Error>(
-                reply_worker_fn::handle_batch(&worker, event.payload).await,
-            )
+            reply_worker_fn::handle_event(&worker, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
         }
     }))
     .await

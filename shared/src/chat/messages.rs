@@ -158,25 +158,41 @@ pub async fn page<C: GenericClient>(
     Ok((out, more))
 }
 
-/// The conversation before message `seq`: answered user turns and model replies,
-/// newest `max_messages` of them, oldest first (bounded: the index walks back from `seq`).
+/// One earlier exchange: a user message and the model reply that answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub prompt: String,
+    pub reply: String,
+}
+
+/// The conversation before message `seq`: the newest `max_exchanges` answered user
+/// messages, each paired with its reply, oldest first. Pairing (rather than reading
+/// rows in insertion order) keeps the turns strictly alternating: a blocked prompt and
+/// its canned reply are left out together, and a reply stored after a later message
+/// still follows the message it answers.
 pub async fn history<C: GenericClient>(
     db: &C,
     chatroom: Uuid,
     before_seq: i64,
-    max_messages: i64,
-) -> AppResult<Vec<Message>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM messages WHERE chatroom_id = $1 AND seq < $2 \
-         AND status IN ('answered', 'complete') ORDER BY seq DESC LIMIT $3"
-    );
+    max_exchanges: i64,
+) -> AppResult<Vec<Exchange>> {
+    let sql = "SELECT u.content, r.content FROM messages u \
+               JOIN messages r ON r.reply_to = u.id \
+               WHERE u.chatroom_id = $1 AND u.seq < $2 AND u.role = 'user' \
+               AND u.status = 'answered' ORDER BY u.seq DESC LIMIT $3";
     let rows = db
         .query(
-            &db.prepare_cached(&sql).await?,
-            &[&chatroom, &before_seq, &max_messages],
+            &db.prepare_cached(sql).await?,
+            &[&chatroom, &before_seq, &max_exchanges],
         )
         .await?;
-    let mut out: Vec<Message> = rows.iter().map(from_row).collect();
+    let mut out: Vec<Exchange> = rows
+        .iter()
+        .map(|r| Exchange {
+            prompt: r.get(0),
+            reply: r.get(1),
+        })
+        .collect();
     out.reverse();
     Ok(out)
 }
@@ -215,7 +231,7 @@ pub async fn fail_unqueued<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> 
 /// `None` when it is gone or no longer pending (a redelivery of finished work).
 pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
     let sql = format!(
-        "UPDATE messages SET attempts = attempts + 1 \
+        "UPDATE messages SET attempts = attempts + 1, updated_at = now() \
          WHERE id = $1 AND role = 'user' AND status = 'pending' RETURNING {COLUMNS}"
     );
     Ok(db
@@ -223,4 +239,27 @@ pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Opti
         .await?
         .as_ref()
         .map(from_row))
+}
+
+/// Takes up to `limit` user messages still pending with no activity (creation or claim)
+/// for `idle`: a send that died between commit and publish, or jobs lost on the way.
+/// Taking them touches `updated_at`, so concurrent sweeps never take the same message.
+/// Returns each id with the deliveries it has had.
+pub async fn take_stale_pending<C: GenericClient>(
+    db: &C,
+    idle: std::time::Duration,
+    limit: i64,
+) -> AppResult<Vec<(Uuid, i32)>> {
+    let rows = db
+        .query(
+            "UPDATE messages SET updated_at = now() WHERE id IN ( \
+                 SELECT id FROM messages \
+                 WHERE status = 'pending' AND role = 'user' \
+                 AND updated_at < now() - make_interval(secs => $1) \
+                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, attempts",
+            &[&idle.as_secs_f64(), &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

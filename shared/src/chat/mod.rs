@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod chatrooms;
+pub mod idempotency;
 pub mod messages;
 pub mod model;
 pub mod worker;
@@ -189,12 +190,13 @@ async fn replay_on(
     chatroom: Uuid,
     content: Option<&str>,
 ) -> AppResult<Option<Value>> {
-    let row = db
-        .query_opt(
-            "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-            &[&user, &key],
-        )
-        .await?;
+    // An expired key (older than a day) is forgotten, even before the sweeper purges it.
+    let sql = format!(
+        "SELECT request_hash, response FROM idempotency_keys \
+         WHERE user_id = $1 AND key = $2 AND {}",
+        idempotency::LIVE
+    );
+    let row = db.query_opt(&sql, &[&user, &key]).await?;
     let Some(row) = row else { return Ok(None) };
     let stored_hash: String = row.get(0);
     if let Some(content) = content
@@ -236,7 +238,10 @@ pub async fn send_message(
             let stored = tx
                 .execute(
                     "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_id, key) DO UPDATE SET request_hash = $3, \
+                     message_id = $4, response = $5, created_at = now() \
+                     WHERE idempotency_keys.created_at <= now() - interval '24 hours'",
                     &[
                         &user,
                         &key,
@@ -270,25 +275,46 @@ pub async fn send_message(
         }
     };
     let body = json!({ "message": message_view(&message) });
-    cache::invalidate(&state.redis, user).await;
+    // The work after the commit runs on a task of its own: a client that disconnects
+    // drops this future, and the committed message must still be queued (or failed).
+    tokio::spawn(queue_committed(
+        state.clone(),
+        db,
+        user,
+        chatroom,
+        message.id,
+    ))
+    .await
+    .map_err(AppError::internal)??;
+    Ok(Sent {
+        body,
+        replayed: false,
+    })
+}
 
+async fn queue_committed(
+    state: AppState,
+    db: deadpool_postgres::Client,
+    user: Uuid,
+    chatroom: Uuid,
+    message_id: Uuid,
+) -> AppResult<()> {
+    cache::invalidate(&state.redis, user).await;
     let published = match &state.queue {
         Some(queue) => queue
-            .publish(ReplyJob {
-                message_id: message.id,
-            })
+            .publish(ReplyJob { message_id })
             .await
             .map_err(|e| e.0),
         None => Err("no reply queue is configured (REPLY_QUEUE_URL)".to_string()),
     };
     if let Err(reason) = published {
-        tracing::error!(message_id = %message.id, %reason, "could not queue the message");
-        // The client hears 503 either way; a failure here leaves the row pending, and is
-        // logged so that it can be found.
+        tracing::error!(%message_id, %reason, "could not queue the message");
+        // The client hears 503 either way; a failure here leaves the row pending for
+        // the sweeper to answer or fail.
         if let Err(e) =
-            messages::fail_unqueued(&db, message.id, "the reply queue was unavailable").await
+            messages::fail_unqueued(&db, message_id, "the reply queue was unavailable").await
         {
-            tracing::error!(message_id = %message.id, error = %e, "could not mark the unqueued message failed");
+            tracing::error!(%message_id, error = %e, "could not mark the unqueued message failed");
         }
         return Err(AppError::Unavailable {
             code: "queue_unavailable",
@@ -296,11 +322,8 @@ pub async fn send_message(
                 .into(),
         });
     }
-    tracing::info!(message_id = %message.id, chatroom_id = %chatroom, "message queued");
-    Ok(Sent {
-        body,
-        replayed: false,
-    })
+    tracing::info!(%message_id, chatroom_id = %chatroom, "message queued");
+    Ok(())
 }
 
 /// What clients see of a message.

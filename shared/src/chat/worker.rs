@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use tokio::task::JoinSet;
+
 use crate::chat::cache;
 use crate::chat::chatrooms;
+use crate::chat::idempotency;
 use crate::chat::messages::{self, Message, Status};
 use crate::chat::model::{ModelError, ModelReply, ReplyModel, Role, Turn};
 use crate::clients::queue::ReplyJob;
@@ -19,6 +22,31 @@ pub const BLOCKED_TEXT: &str =
 
 pub const DEAD_LETTER_REASON: &str =
     "no reply could be produced: every delivery of this message failed";
+
+pub const STUCK_REASON: &str =
+    "no reply could be produced: the message stayed unanswered through every delivery";
+
+/// Stale messages one sweep takes at most; they are answered concurrently, each within
+/// the model's retry budget, so a sweep fits in the worker's timeout.
+pub const SWEEP_BATCH: i64 = 20;
+/// Expired idempotency keys deleted per statement, and statements per sweep.
+const PURGE_BATCH: i64 = 10_000;
+const PURGE_MAX_BATCHES: u32 = 50;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Stale pending messages taken.
+    pub taken: usize,
+    /// Of those, answered (or blocked) now.
+    pub answered: usize,
+    /// Of those, ended `failed` (out of deliveries, or refused by the model).
+    pub failed: usize,
+    /// Of those, still pending (model busy, or a panic): a later sweep takes them again.
+    pub retry_later: usize,
+    /// Expired idempotency keys deleted.
+    pub keys_purged: u64,
+}
 
 const INSERT_REPLY: &str = "INSERT INTO messages \
      (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
@@ -110,6 +138,61 @@ impl Worker {
         }
     }
 
+    /// The scheduled sweep: pending messages idle for `sweep_after` (a send that died
+    /// between commit and publish, a lost job) are answered here, as a delivery of their
+    /// job would be, or ended `failed` once they had `max_receive_count` deliveries; then
+    /// expired idempotency keys are purged. Safe beside the queue's own deliveries: the
+    /// claim and the one-reply index make a second answer a no-op.
+    pub async fn sweep(&self) -> Result<SweepReport, Retry> {
+        let stale = messages::take_stale_pending(
+            &self.state.db().await?,
+            self.state.config.sweep_after,
+            SWEEP_BATCH,
+        )
+        .await?;
+        let mut report = SweepReport {
+            taken: stale.len(),
+            ..SweepReport::default()
+        };
+        let max = self.state.config.max_receive_count;
+        let mut tasks = JoinSet::new();
+        for (id, attempts) in stale {
+            let worker = self.clone();
+            tasks.spawn(async move {
+                let deliveries = attempts.max(0) as u32;
+                if deliveries >= max {
+                    worker.fail(id, STUCK_REASON).await?;
+                    tracing::error!(message_id = %id, deliveries, "stuck message failed by the sweeper");
+                    return Ok(Outcome::Failed(STUCK_REASON.into()));
+                }
+                tracing::warn!(message_id = %id, deliveries, "answering a stuck message");
+                worker
+                    .process(ReplyJob { message_id: id }, deliveries + 1)
+                    .await
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(Outcome::Answered | Outcome::Blocked)) => report.answered += 1,
+                Ok(Ok(Outcome::Failed(_))) => report.failed += 1,
+                Ok(Ok(Outcome::Skipped(_))) => {}
+                Ok(Err(retry)) => {
+                    tracing::warn!(reason = %retry.0, "stuck message left for the next sweep");
+                    report.retry_later += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sweep task panicked; left for the next sweep");
+                    report.retry_later += 1;
+                }
+            }
+        }
+        report.keys_purged =
+            idempotency::purge_expired(&self.state.db().await?, PURGE_BATCH, PURGE_MAX_BATCHES)
+                .await?;
+        tracing::info!(?report, "sweep done");
+        Ok(report)
+    }
+
     /// Ends a still-pending message as `failed` and refreshes its owner's chatroom list;
     /// `false` when it was no longer pending.
     async fn fail(&self, id: Uuid, reason: &str) -> Result<bool, Retry> {
@@ -120,7 +203,8 @@ impl Worker {
         Ok(owner.is_some())
     }
 
-    /// Earlier turns, newest kept first within the message and character budgets.
+    /// Earlier exchanges, newest kept first within the message and character budgets,
+    /// then this message: strictly alternating user/model turns, opening with a user turn.
     pub async fn conversation(&self, message: &Message) -> Result<Vec<Turn>, Retry> {
         let settings = &self.state.config.gemini;
         let db = self.state.db().await?;
@@ -128,38 +212,38 @@ impl Worker {
             &db,
             message.chatroom_id,
             message.seq,
-            settings.history_max_messages as i64,
+            (settings.history_max_messages / 2) as i64,
         )
         .await?;
         let mut budget = settings
             .history_max_chars
             .saturating_sub(message.content.chars().count());
         let mut kept = Vec::new();
-        for m in earlier.iter().rev() {
-            let n = m.content.chars().count();
+        // Whole exchanges only: half of one would put two turns of a role in a row.
+        for exchange in earlier.into_iter().rev() {
+            let n = exchange.prompt.chars().count() + exchange.reply.chars().count();
             if n > budget {
                 break;
             }
             budget -= n;
-            kept.push(Turn {
-                role: if m.role == "model" {
-                    Role::Model
-                } else {
-                    Role::User
-                },
-                text: m.content.clone(),
+            kept.push(exchange);
+        }
+        let mut turns = Vec::with_capacity(kept.len() * 2 + 1);
+        for exchange in kept.into_iter().rev() {
+            turns.push(Turn {
+                role: Role::User,
+                text: exchange.prompt,
+            });
+            turns.push(Turn {
+                role: Role::Model,
+                text: exchange.reply,
             });
         }
-        kept.reverse();
-        // The model expects the conversation to open with a user turn.
-        while kept.first().is_some_and(|t| t.role == Role::Model) {
-            kept.remove(0);
-        }
-        kept.push(Turn {
+        turns.push(Turn {
             role: Role::User,
             text: message.content.clone(),
         });
-        Ok(kept)
+        Ok(turns)
     }
 
     async fn ask_with_retries(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {

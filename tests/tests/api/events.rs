@@ -178,6 +178,35 @@ async fn every_sample_event_runs_through_its_function() {
         shared::chat::worker::DEAD_LETTER_REASON
     );
     assert!(r.body["reply"].is_null());
+
+    // The sweep's schedule: a message left pending and idle past SWEEP_AFTER_SECONDS (as
+    // a send that died before publishing leaves it) is answered by the sweep.
+    let fourth = app
+        .send_message(&run.vars["TOKEN"], &run.vars["CHATROOM_ID"], "Anyone?")
+        .await;
+    let fourth = fourth.body["message"]["id"].as_str().unwrap().to_string();
+    app.db()
+        .await
+        .execute(
+            "UPDATE messages SET updated_at = now() - interval '1 hour' WHERE id = $1::text::uuid",
+            &[&fourth],
+        )
+        .await
+        .unwrap();
+    let event: Value =
+        serde_json::from_str(&run.load("reply-worker/scheduled-sweep.json")).unwrap();
+    let report = reply_worker_fn::handle_event(&app.worker, event)
+        .await
+        .unwrap();
+    assert_eq!(report["taken"], 1, "{report}");
+    assert_eq!(report["answered"], 1, "{report}");
+    let r = app
+        .get(
+            &format!("/chatroom/{}/messages/{fourth}", run.vars["CHATROOM_ID"]),
+            &run.vars["TOKEN"],
+        )
+        .await;
+    assert_eq!(r.body["message"]["status"], "answered");
     let r = run
         .http("subscription/subscribe-pro.json", StatusCode::OK)
         .await;

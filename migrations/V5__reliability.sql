@@ -1,0 +1,7 @@
+-- Deleting a message cascades to its idempotency key: without this index every deleted
+-- message scanned the whole table (a chatroom of 10,000 messages, 10,000 scans).
+CREATE INDEX idempotency_keys_by_message ON idempotency_keys (message_id);
+-- Keys expire after 24 hours; the sweeper purges them oldest first.
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+-- The sweeper's scan: only pending user messages, by last activity (creation or claim).
+CREATE INDEX messages_pending ON messages (updated_at) WHERE status = 'pending';
