@@ -30,6 +30,9 @@ pub enum AppError {
     EmailTaken,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// An earlier request with the same `Idempotency-Key` is still being handled (409).
+    #[error("a request with this Idempotency-Key is still in progress; retry in {retry_after} s")]
+    RequestInProgress { retry_after: u64 },
     #[error("too many requests; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("daily limit of {limit} messages reached; it resets at the next UTC midnight")]

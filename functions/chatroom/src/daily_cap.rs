@@ -1,8 +1,10 @@
 //! The daily cap on `POST /chatroom/{id}/message`, as a route middleware.
 //!
 //! Order matters: authentication and ownership first (a 401 or 404 costs nothing),
-//! then idempotent replays (free), then one atomic count; a request that fails after
-//! being counted gives its unit back.
+//! then idempotent retries (free: the stored answer, or 409 `request_in_progress` while
+//! the first request with the key is still in flight), then one atomic count; a request
+//! that fails after being counted gives its unit back. Every answer past the ownership
+//! check carries the `RateLimit-*` headers.
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -12,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use uuid::Uuid;
 
+use shared::chat::idempotency;
 use shared::http::AuthUser;
 use shared::quota::{self, Decision};
 use shared::{AppError, AppState, chat};
@@ -27,7 +30,12 @@ pub async fn enforce(
     next: Next,
 ) -> Result<Response, AppError> {
     chat::owned_chatroom(&state, user.id, chatroom).await?;
+    let now = Utc::now();
+    let day = quota::today(now);
+    let limit = quota::limit_for(&user.tier, state.config.basic_daily_limit);
+    let retry_after = quota::seconds_until_reset(now);
     let mut request = request;
+    let mut in_flight = None;
     if let Some(key) = crate::idempotency_key(request.headers())? {
         // Buffer the body so a reused key with different content is told apart.
         let (parts, body) = request.into_parts();
@@ -40,28 +48,116 @@ pub async fn enforce(
         request = Request::from_parts(parts, axum::body::Body::from(bytes));
         // A body without `content` cannot be compared with the stored request: let the
         // handler reject it (the unit it costs is given back).
-        if let Some(content) = content.as_deref()
-            && let Some(body) =
-                chat::find_replay(&state, user.id, &key, chatroom, Some(content)).await?
-        {
-            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            return Ok(response);
+        if let Some(content) = content.as_deref() {
+            let mut marked = false;
+            let early = answer_retry(&state, user.id, &key, chatroom, content, &mut marked).await;
+            if marked {
+                in_flight = Some(key);
+            }
+            let mut response = match early {
+                Ok(None) => None,
+                Ok(Some(response)) => Some(response),
+                Err(e) => Some(e.into_response()),
+            };
+            // Retries cost nothing but say where the caller stands, like every send answer.
+            if let Some(response) = response.as_mut() {
+                let used = match state.quota.used(user.id, day).await {
+                    Ok(used) => Some(used),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the daily count for a replay");
+                        None
+                    }
+                };
+                rate_limit_headers(
+                    response.headers_mut(),
+                    limit.filter(|_| used.is_some()),
+                    used.unwrap_or(0),
+                    retry_after,
+                );
+            }
+            if let Some(response) = response {
+                return Ok(response);
+            }
         }
     }
 
-    let now = Utc::now();
-    let day = quota::today(now);
-    let limit = quota::limit_for(&user.tier, state.config.basic_daily_limit);
-    let retry_after = quota::seconds_until_reset(now);
+    let response = count_and_run(&state, user.id, day, limit, retry_after, request, next).await;
+    if let Some(key) = in_flight {
+        idempotency::clear_in_flight(&state.redis, user.id, &key).await;
+    }
+    response
+}
+
+/// Answers a retry without counting it: the stored 202, or 409 `request_in_progress`
+/// while the first request with its key is still being handled (never a cap refusal),
+/// or 409 `idempotency_key_reused`. `Ok(None)`: a new request, which `marked` says is
+/// now marked in flight.
+async fn answer_retry(
+    state: &AppState,
+    user: Uuid,
+    key: &str,
+    chatroom: Uuid,
+    content: &str,
+    marked: &mut bool,
+) -> Result<Option<Response>, AppError> {
+    let replayed = |body| {
+        let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        response
+    };
+    // Mark first, then look: a first request that finishes in between is then seen.
+    let held_elsewhere = match idempotency::mark_in_flight(&state.redis, user, key).await {
+        Ok(mine) => {
+            *marked = mine;
+            !mine
+        }
+        Err(e) => {
+            // Without the mark, the handler's insert still settles two racing requests.
+            tracing::warn!(error = %e, "could not mark an idempotency key in flight");
+            false
+        }
+    };
+    match chat::find_replay(state, user, key, chatroom, Some(content)).await {
+        Ok(Some(body)) => {
+            if *marked {
+                idempotency::clear_in_flight(&state.redis, user, key).await;
+                *marked = false;
+            }
+            Ok(Some(replayed(body)))
+        }
+        Ok(None) if held_elsewhere => Err(AppError::RequestInProgress {
+            retry_after: idempotency::IN_FLIGHT_RETRY_AFTER,
+        }),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            if *marked {
+                idempotency::clear_in_flight(&state.redis, user, key).await;
+                *marked = false;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One atomic count, then the handler; a request that fails (or turns out to be a
+/// replay) gives its unit back.
+async fn count_and_run(
+    state: &AppState,
+    user: Uuid,
+    day: chrono::NaiveDate,
+    limit: Option<u32>,
+    retry_after: u64,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
     // If the counter cannot be reached the cap cannot be checked: fail closed (503).
-    let used = match state.quota.try_consume(user.id, day, limit).await? {
+    let used = match state.quota.try_consume(user, day, limit).await? {
         Decision::Admitted { used } => used,
         Decision::Refused { used } => {
             let limit = limit.unwrap_or(0);
-            tracing::info!(user_id = %user.id, used, limit, "daily limit reached");
+            tracing::info!(user_id = %user, used, limit, "daily limit reached");
             let mut response = AppError::DailyLimitReached { limit, retry_after }.into_response();
             rate_limit_headers(response.headers_mut(), Some(limit), used, retry_after);
             return Ok(response);
@@ -72,8 +168,8 @@ pub async fn enforce(
     let refund =
         !response.status().is_success() || response.headers().contains_key(REPLAYED_HEADER);
     let used = if refund {
-        if let Err(e) = state.quota.refund(user.id, day).await {
-            tracing::error!(user_id = %user.id, error = %e, "could not give back a daily unit");
+        if let Err(e) = state.quota.refund(user, day).await {
+            tracing::error!(user_id = %user, error = %e, "could not give back a daily unit");
         }
         used.saturating_sub(1)
     } else {

@@ -210,9 +210,12 @@ async fn remove(
 /// Basic users may send 5 per UTC day (429 `daily_limit_reached` past that).
 #[utoipa::path(post, path = "/chatroom/{id}/message", tag = "chatroom", security(("bearer" = [])),
     params(("id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first answer")),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: for 24 hours the same key returns the first answer (a retry costs no quota)")),
     request_body = SendBody,
-    responses((status = 409, description = "idempotency_key_reused: the key was used for another request"),
+    responses((status = 409, description = "idempotency_key_reused: the key was used for another request; \
+request_in_progress: the first request with this key is still being handled, retry after `Retry-After` seconds \
+(never a daily-cap refusal). Carries the `RateLimit-*` headers, like replayed 202s and 503s",
+        headers(("Retry-After" = u64, description = "Seconds to wait (request_in_progress)"))),
         (status = 202, body = Accepted, headers(
         ("RateLimit-Limit" = u32, description = "Daily limit (Basic users)"),
         ("RateLimit-Remaining" = u32, description = "Messages left today (Basic users)"),

@@ -24,6 +24,7 @@ impl AppError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::RequestInProgress { .. } => (StatusCode::CONFLICT, "request_in_progress"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::DailyLimitReached { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "daily_limit_reached")
@@ -70,7 +71,9 @@ impl IntoResponse for AppError {
         let mut response = envelope(status, code, &self.to_string());
         let headers = response.headers_mut();
         match &self {
-            Self::TooManyRequests { retry_after } | Self::DailyLimitReached { retry_after, .. } => {
+            Self::TooManyRequests { retry_after }
+            | Self::DailyLimitReached { retry_after, .. }
+            | Self::RequestInProgress { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Self::Unauthorized(_) => {
