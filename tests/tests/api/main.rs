@@ -8,6 +8,7 @@ mod billing;
 mod chat;
 mod events;
 mod faults;
+mod history;
 mod idempotency;
 mod openapi;
 mod quota;
