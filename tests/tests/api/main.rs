@@ -11,6 +11,7 @@ mod faults;
 mod history;
 mod idempotency;
 mod openapi;
+mod panics;
 mod quota;
 mod routes;
 mod sweeper;
