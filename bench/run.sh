@@ -2,6 +2,8 @@
 # `make bench` (full: release packages, long runs) or `make bench-quick` (debug build,
 # short runs: proves the suite works, judges nothing). Starts its own PostgreSQL, Redis
 # and local server, prints one table and writes bench/results/latest.json.
+# BENCH_ONLY=deletion (a comma list of cold, warm, worker, growth, deletion, sizes) runs
+# only those parts and replaces only their figures.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/services.sh"
 cd "$ROOT"
@@ -19,21 +21,27 @@ trap stop_started EXIT
 trap 'exit 130' INT TERM
 
 BIN_DIR="$(state_dir bench)/bin"
+# Cargo's target directory (CARGO_TARGET_DIR when set).
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 mkdir -p "$BIN_DIR"
 if [ -n "$QUICK" ]; then
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins
     PROFILE=debug
-    for f in $FUNCTIONS hello; do ln -sf "$ROOT/target/debug/$f" "$BIN_DIR/$f"; done
+    for f in $FUNCTIONS hello; do ln -sf "$TARGET/debug/$f" "$BIN_DIR/$f"; done
+elif [ -n "${BENCH_ONLY:-}" ] && ! grep -qE '(^|,)(cold|sizes)(,|$)' <<<"$BENCH_ONLY"; then
+    # A partial run without cold starts or sizes needs no Lambda packages.
+    cargo build -q --release -p bench -p local-server --bins
+    PROFILE=release
 else
     bash scripts/package.sh
     cargo build -q --release -p bench -p local-server --bins
     PROFILE=release
     # Measure exactly what ships: the bootstrap inside each function's zip.
     for f in $FUNCTIONS; do
-        unzip -o -q "$ROOT/target/lambda/$f/bootstrap.zip" bootstrap -d "$BIN_DIR/$f.pkg"
+        unzip -o -q "$TARGET/lambda/$f/bootstrap.zip" bootstrap -d "$BIN_DIR/$f.pkg"
         ln -sf "$BIN_DIR/$f.pkg/bootstrap" "$BIN_DIR/$f"
     done
-    ln -sf "$ROOT/target/release/hello" "$BIN_DIR/hello"
+    ln -sf "$TARGET/release/hello" "$BIN_DIR/hello"
 fi
 
 STATE="$(state_dir bench)"
@@ -49,8 +57,8 @@ port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
 # The merged local server stands in for the HTTP functions under load; a larger pool
 # than a Lambda container's, since one process serves all 50 connections here.
 REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
-    "$ROOT/target/$PROFILE/local-server" >"$STATE/server.log" 2>&1 &
+    "$TARGET/$PROFILE/local-server" >"$STATE/server.log" 2>&1 &
 STARTED_PIDS+=("$!")
 for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
 
-BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$ROOT/target/$PROFILE/bench" $QUICK
+BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$TARGET/$PROFILE/bench" $QUICK

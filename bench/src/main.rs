@@ -607,6 +607,75 @@ async fn growth(
     Ok(())
 }
 
+/// `DELETE /chatroom/{id}` of a chatroom holding `messages` messages, each with its
+/// idempotency key, among `keys` keys in the table: the cascade to `idempotency_keys`
+/// must find each message's key by index, not by scanning the table once per message.
+async fn deletion(
+    s: &Settings,
+    db: &tokio_postgres::Client,
+    f: &Fixture,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (messages, keys): (i64, i64) = if s.quick {
+        (1_000, 20_000)
+    } else {
+        (10_000, 1_000_000)
+    };
+    // Messages with a key each, in one statement.
+    const SEED: &str = "WITH m AS ( \
+        INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+        SELECT gen_random_uuid(), $1, $2, 'user', 'seeded message ' || g, 'answered' \
+        FROM generate_series(1, $3::bigint) g RETURNING id, user_id) \
+        INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
+        SELECT user_id, id::text, 'bench', id, '{\"message\": {}}' FROM m";
+    let filler = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'filler')",
+        &[&filler, &f.user],
+    )
+    .await?;
+    db.execute(SEED, &[&filler, &f.user, &(keys - messages)])
+        .await?;
+    let mut times = Vec::new();
+    for _ in 0..(if s.quick { 1 } else { 3 }) {
+        let room = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'doomed')",
+            &[&room, &f.user],
+        )
+        .await?;
+        db.execute(SEED, &[&room, &f.user, &messages]).await?;
+        db.batch_execute("ANALYZE messages; ANALYZE idempotency_keys")
+            .await?;
+        let in_table: i64 = db
+            .query_one("SELECT count(*) FROM idempotency_keys", &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(in_table >= keys, "only {in_table} keys seeded");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}"])
+            .args(["-X", "DELETE", "--max-time", "600"])
+            .args(["-H", &format!("Authorization: Bearer {}", f.token)])
+            .arg(format!("{}/chatroom/{room}", s.base))
+            .output()
+            .context("curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (status, secs) = text.split_once(' ').context("unreadable curl output")?;
+        anyhow::ensure!(status == "204", "DELETE answered {status}");
+        times.push(secs.trim().parse::<f64>()? * 1000.0);
+    }
+    report.add(
+        5,
+        "cost growth",
+        &format!("DELETE /chatroom/{{id}} with {messages} messages, {keys} idempotency keys"),
+        "ms",
+        times,
+    );
+    db.execute("DELETE FROM chatrooms WHERE id = $1", &[&filler])
+        .await?;
+    Ok(())
+}
+
 fn sizes(report: &mut Report) {
     for function in [
         "auth",
@@ -683,15 +752,33 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(conn);
     let f = fixture(&s, &db).await?;
     let mut report = Report::default();
-    eprintln!("bench: cold start and memory");
-    cold_start(&s, &f, &mut report).await?;
-    eprintln!("bench: warm API");
-    warm(&s, &db, &f, &mut report).await?;
-    eprintln!("bench: worker");
-    worker(&s, &db, &f, &mut report).await?;
-    eprintln!("bench: cost growth");
-    growth(&s, &db, &f, &mut report).await?;
-    sizes(&mut report);
+    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, worker, growth, deletion,
+    // sizes); a partial full run updates only its own figures in latest.json.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+    if run("cold") {
+        eprintln!("bench: cold start and memory");
+        cold_start(&s, &f, &mut report).await?;
+    }
+    if run("warm") {
+        eprintln!("bench: warm API");
+        warm(&s, &db, &f, &mut report).await?;
+    }
+    if run("worker") {
+        eprintln!("bench: worker");
+        worker(&s, &db, &f, &mut report).await?;
+    }
+    if run("growth") {
+        eprintln!("bench: cost growth");
+        growth(&s, &db, &f, &mut report).await?;
+    }
+    if run("deletion") {
+        eprintln!("bench: deletion");
+        deletion(&s, &db, &f, &mut report).await?;
+    }
+    if run("sizes") {
+        sizes(&mut report);
+    }
     if quick {
         report.notes.push(
             "quick mode: debug build, short runs; proves the suite works, not a speed measurement"
@@ -725,13 +812,39 @@ async fn main() -> anyhow::Result<()> {
     for n in &report.notes {
         println!("note: {n}");
     }
-    let out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
     // Quick runs (debug build) go beside, never over, the committed full-run figures.
     let path = if quick {
         "bench/results/quick.json"
     } else {
         "bench/results/latest.json"
     };
+    let mut out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
+    if !only.is_empty()
+        && let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(mut previous) = serde_json::from_str::<Value>(&text)
+    {
+        // A partial run replaces its own figures and keeps the others, saying so.
+        let fresh: Vec<Value> = out["figures"].as_array().cloned().unwrap_or_default();
+        let names: Vec<&Value> = fresh.iter().map(|f| &f["figure"]).collect();
+        let mut figures: Vec<Value> = previous["figures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| !names.contains(&&f["figure"]))
+            .collect();
+        figures.extend(fresh.iter().cloned());
+        previous["figures"] = Value::Array(figures);
+        let note = format!(
+            "{}: BENCH_ONLY={only} run on {machine}; its figures replaced their earlier values",
+            chrono::Utc::now().to_rfc3339()
+        );
+        match previous["notes"].as_array_mut() {
+            Some(notes) => notes.push(Value::String(note)),
+            None => previous["notes"] = json!([note]),
+        }
+        out = previous;
+    }
     std::fs::create_dir_all("bench/results")?;
     std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
     println!("results written to {path}");
