@@ -24,7 +24,9 @@ BIN_DIR="$(state_dir bench)/bin"
 # Cargo's target directory (CARGO_TARGET_DIR when set).
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 mkdir -p "$BIN_DIR"
-if [ -n "$QUICK" ]; then
+if [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
+    # BENCH_PROFILE=debug: full sizes on a debug build (for figures bound by PostgreSQL,
+    # e.g. BENCH_ONLY=deletion, when a release build is not worth its time; noted).
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins
     PROFILE=debug
     for f in $FUNCTIONS hello; do ln -sf "$TARGET/debug/$f" "$BIN_DIR/$f"; done

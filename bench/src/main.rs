@@ -779,6 +779,16 @@ async fn main() -> anyhow::Result<()> {
     if run("sizes") {
         sizes(&mut report);
     }
+    if !quick && std::env::var("BENCH_PROFILE").as_deref() == Ok("debug") {
+        report.notes.push(format!(
+            "BENCH_PROFILE=debug: the {} figures come from a debug build of the local server",
+            if only.is_empty() {
+                "full"
+            } else {
+                only.as_str()
+            }
+        ));
+    }
     if quick {
         report.notes.push(
             "quick mode: debug build, short runs; proves the suite works, not a speed measurement"
@@ -835,14 +845,13 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         figures.extend(fresh.iter().cloned());
         previous["figures"] = Value::Array(figures);
-        let note = format!(
+        let mut notes: Vec<Value> = previous["notes"].as_array().cloned().unwrap_or_default();
+        notes.push(Value::String(format!(
             "{}: BENCH_ONLY={only} run on {machine}; its figures replaced their earlier values",
             chrono::Utc::now().to_rfc3339()
-        );
-        match previous["notes"].as_array_mut() {
-            Some(notes) => notes.push(Value::String(note)),
-            None => previous["notes"] = json!([note]),
-        }
+        )));
+        notes.extend(out["notes"].as_array().cloned().unwrap_or_default());
+        previous["notes"] = Value::Array(notes);
         out = previous;
     }
     std::fs::create_dir_all("bench/results")?;

@@ -475,6 +475,15 @@ pub fn customer_json(id: &str) -> Value {
     json!({ "id": id, "object": "customer", "created": 1_700_000_000, "livemode": false })
 }
 
+/// A Stripe search result (`GET /v1/customers/search`) holding these customers.
+pub fn search_json(customer_ids: &[&str]) -> Value {
+    json!({
+        "object": "search_result", "url": "/v1/customers/search", "has_more": false,
+        "next_page": null,
+        "data": customer_ids.iter().map(|id| customer_json(id)).collect::<Vec<_>>()
+    })
+}
+
 pub fn session_json(id: &str) -> Value {
     json!({
         "id": id, "object": "checkout.session", "created": 1_700_000_000, "expires_at": 1_700_086_400,
@@ -491,6 +500,12 @@ impl TestApp {
     /// does, only for requests with the test key and an idempotency key.
     pub async fn mount_fake_stripe(&self) {
         let app = self;
+        // No customer of this user exists yet (the lookup by metadata finds none).
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/v1/customers/search"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(search_json(&[])))
+            .mount(&app.stripe)
+            .await;
         wiremock::Mock::given(wiremock::matchers::method("POST"))
             .and(wiremock::matchers::path("/v1/customers"))
             .and(wiremock::matchers::header(

@@ -26,12 +26,18 @@ pub struct CheckoutLink {
 
 #[async_trait::async_trait]
 pub trait BillingProvider: Send + Sync {
-    /// Creates the provider-side customer for `user` (idempotent per user).
+    /// The provider-side customer already created for `user` (found by its metadata),
+    /// e.g. by an attempt that failed before its id was stored.
+    async fn find_customer(&self, user: Uuid) -> Result<Option<String>, ProviderError>;
+    /// Creates the provider-side customer for `user`. Each attempt is independent: a
+    /// failed one never blocks the next.
     async fn create_customer(&self, user: Uuid, email: &str) -> Result<String, ProviderError>;
+    /// A Checkout Session for the Pro plan, open until `expires_at`.
     async fn create_checkout(
         &self,
         customer: &str,
         user: Uuid,
+        expires_at: DateTime<Utc>,
     ) -> Result<CheckoutLink, ProviderError>;
     async fn create_portal(&self, customer: &str) -> Result<String, ProviderError>;
 }
@@ -58,43 +64,14 @@ fn provider_failed(e: ProviderError) -> AppError {
 /// `canceled` when they give up, and the user drops back to Basic then.
 pub const PRO_STATUSES: &[&str] = &["active", "trialing", "past_due"];
 
-async fn customer_for(
-    state: &AppState,
-    provider: &dyn BillingProvider,
-    user: &User,
-) -> AppResult<String> {
-    let db = state.db().await?;
-    let existing: Option<String> = db
-        .query_one(
-            "SELECT stripe_customer_id FROM users WHERE id = $1",
-            &[&user.id],
-        )
-        .await?
-        .get(0);
-    if let Some(id) = existing {
-        return Ok(id);
-    }
-    let created = provider
-        .create_customer(user.id, &user.email)
-        .await
-        .map_err(provider_failed)?;
-    // Concurrent first checkouts: the provider call is idempotent per user, and only the
-    // first writer stores its id; everybody then uses the stored one.
-    db.execute(
-        "UPDATE users SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL",
-        &[&user.id, &created],
-    )
-    .await?;
-    let stored: Option<String> = db
-        .query_one(
-            "SELECT stripe_customer_id FROM users WHERE id = $1",
-            &[&user.id],
-        )
-        .await?
-        .get(0);
-    Ok(stored.unwrap_or(created))
-}
+/// How long a Checkout Session stays open (Stripe allows 30 minutes to 24 hours).
+const CHECKOUT_LIFETIME_HOURS: i64 = 23;
+/// A stored session this close to its expiry is not handed out again.
+const CHECKOUT_REUSE_MARGIN_MINUTES: i64 = 30;
 
+/// Opens (or reopens) Checkout for `user`. The user's row is locked for the duration, so
+/// concurrent requests of one user take turns: the first creates the customer and the
+/// session, the others get that same session (one open session, one subscription).
 pub async fn start_checkout(state: &AppState, user: &User) -> AppResult<CheckoutLink> {
     let provider = state.billing.clone().ok_or_else(unavailable)?;
     if user.tier == "pro" {
@@ -103,11 +80,70 @@ pub async fn start_checkout(state: &AppState, user: &User) -> AppResult<Checkout
             message: "you already have Pro; manage it with POST /subscription/portal".into(),
         });
     }
-    let customer = customer_for(state, provider.as_ref(), user).await?;
-    let link = provider
-        .create_checkout(&customer, user.id)
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_one(
+            "SELECT stripe_customer_id, checkout_session_id, checkout_url, \
+                 checkout_expires_at > now() + make_interval(mins => $2) \
+             FROM users WHERE id = $1 FOR UPDATE",
+            &[&user.id, &(CHECKOUT_REUSE_MARGIN_MINUTES as i32)],
+        )
+        .await?;
+    if let (Some(session_id), Some(checkout_url), Some(true)) = (
+        row.get::<_, Option<String>>(1),
+        row.get::<_, Option<String>>(2),
+        row.get::<_, Option<bool>>(3),
+    ) {
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, %session_id, "open checkout session reused");
+        return Ok(CheckoutLink {
+            checkout_url,
+            session_id,
+        });
+    }
+    let customer = match row.get::<_, Option<String>>(0) {
+        Some(id) => id,
+        None => {
+            // An earlier attempt may have created it and failed before storing its id.
+            let found = provider
+                .find_customer(user.id)
+                .await
+                .map_err(provider_failed)?;
+            let id = match found {
+                Some(id) => id,
+                None => provider
+                    .create_customer(user.id, &user.email)
+                    .await
+                    .map_err(provider_failed)?,
+            };
+            tx.execute(
+                "UPDATE users SET stripe_customer_id = $2 WHERE id = $1",
+                &[&user.id, &id],
+            )
+            .await?;
+            id
+        }
+    };
+    let expires_at = Utc::now() + chrono::Duration::hours(CHECKOUT_LIFETIME_HOURS);
+    let link = match provider
+        .create_checkout(&customer, user.id, expires_at)
         .await
-        .map_err(provider_failed)?;
+    {
+        Ok(link) => link,
+        Err(e) => {
+            // Keep the customer id: the next attempt needs no lookup.
+            tx.commit().await?;
+            return Err(provider_failed(e));
+        }
+    };
+    tx.execute(
+        "UPDATE users SET checkout_session_id = $2, checkout_url = $3, checkout_expires_at = $4 \
+         WHERE id = $1",
+        &[&user.id, &link.session_id, &link.checkout_url, &expires_at],
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(user_id = %user.id, session_id = %link.session_id, "checkout session created");
     Ok(link)
 }

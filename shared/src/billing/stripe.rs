@@ -9,7 +9,7 @@ use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use uuid::Uuid;
 
 use super::{BillingProvider, CheckoutLink, ProviderError};
@@ -54,14 +54,24 @@ fn err(e: stripe::StripeError) -> ProviderError {
 
 #[async_trait::async_trait]
 impl BillingProvider for StripeBilling {
+    async fn find_customer(&self, user: Uuid) -> Result<Option<String>, ProviderError> {
+        let found = SearchCustomer::new(format!("metadata['user_id']:'{user}'"))
+            .limit(1)
+            .send(&self.client)
+            .await
+            .map_err(err)?;
+        Ok(found.data.first().map(|c| c.id.to_string()))
+    }
+
     async fn create_customer(&self, user: Uuid, email: &str) -> Result<String, ProviderError> {
         let metadata = HashMap::from([("user_id".to_string(), user.to_string())]);
         let customer = CreateCustomer::new()
             .email(email)
             .metadata(metadata)
             .customize()
-            // One customer per user even when two first checkouts race.
-            .request_strategy(key(&format!("customer-{user}"))?)
+            // A key per attempt: Stripe replays a failed attempt's error for 24 hours under
+            // its key. Concurrent first checkouts are serialised by the caller instead.
+            .request_strategy(key(&format!("customer-{user}-{}", Uuid::new_v4()))?)
             .send(&self.client)
             .await
             .map_err(err)?;
@@ -72,6 +82,7 @@ impl BillingProvider for StripeBilling {
         &self,
         customer: &str,
         user: Uuid,
+        expires_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<CheckoutLink, ProviderError> {
         let mut item = CreateCheckoutSessionLineItems::new();
         item.price = Some(self.price_id.clone());
@@ -91,6 +102,7 @@ impl BillingProvider for StripeBilling {
                 self.frontend_url
             ))
             .cancel_url(format!("{}/billing/cancel", self.frontend_url))
+            .expires_at(expires_at.timestamp())
             .customize()
             .request_strategy(key(&format!("checkout-{}", Uuid::new_v4()))?)
             .send(&self.client)

@@ -212,7 +212,22 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
         return Ok(Outcome::Duplicate);
     }
 
+    if matches!(
+        event.kind.as_str(),
+        "checkout.session.completed" | "checkout.session.expired"
+    ) && let Some(session) = text(obj, "id")
+    {
+        // No longer open: the next `POST /subscribe/pro` must not hand it out again.
+        tx.execute(
+            "UPDATE users SET checkout_session_id = NULL, checkout_url = NULL, \
+                 checkout_expires_at = NULL WHERE checkout_session_id = $1",
+            &[&session],
+        )
+        .await
+        .map_err(|e| retry_later(e.into()))?;
+    }
     let sub = match event.kind.as_str() {
+        "checkout.session.expired" => None,
         "checkout.session.completed" => {
             let paid = matches!(
                 obj.get("payment_status").and_then(Value::as_str),

@@ -45,23 +45,22 @@ async fn checkout_reuses_one_customer_and_sends_the_right_session() {
         field(&c, "metadata[user_id]"),
         Some(user.to_string().as_str())
     );
-    assert_eq!(
-        customers[0].headers["idempotency-key"],
-        format!("customer-{user}").as_str()
+    // A key per attempt (a failed attempt must not block the next one).
+    assert!(
+        customers[0].headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("customer-{user}-"))
     );
 
     let sessions: Vec<_> = requests
         .iter()
         .filter(|r| r.url.path() == "/v1/checkout/sessions")
         .collect();
-    assert_eq!(sessions.len(), 2);
-    let keys: Vec<_> = sessions
-        .iter()
-        .map(|s| s.headers["idempotency-key"].clone())
-        .collect();
-    assert_ne!(
-        keys[0], keys[1],
-        "each checkout request has its own idempotency key"
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the second request reuses the open session"
     );
     let s = form(&sessions[0].body);
     assert_eq!(field(&s, "mode"), Some("subscription"));

@@ -5,6 +5,7 @@
 mod abuse;
 mod auth;
 mod billing;
+mod billing_truth;
 mod chat;
 mod events;
 mod faults;
