@@ -139,16 +139,23 @@ async fn fixture(s: &Settings, db: &tokio_postgres::Client) -> anyhow::Result<Fi
     })
 }
 
-/// `n` answered exchanges' worth of messages (alternating user/model), in one statement.
+/// `n` messages: answered user messages each followed by its reply, in one statement.
 async fn seed_messages(
     db: &tokio_postgres::Client,
     user: Uuid,
     chatroom: Uuid,
     n: i64,
 ) -> anyhow::Result<()> {
+    // Each user message followed by its reply, as the worker's history expects.
     db.execute(
-        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
-         SELECT gen_random_uuid(), $1, $2, 'user', 'seeded message ' || g, 'answered' FROM generate_series(1, $3::bigint) g",
+        "WITH ids AS (SELECT g, gen_random_uuid() AS uid FROM generate_series(1, ($3::bigint + 1) / 2) g) \
+         INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to) \
+         SELECT id, $1, $2, role, content, status, reply_to FROM ( \
+             SELECT uid AS id, g, 0 AS k, 'user' AS role, 'seeded message ' || g AS content, \
+                 'answered' AS status, NULL::uuid AS reply_to FROM ids \
+             UNION ALL \
+             SELECT gen_random_uuid(), g, 1, 'model', 'seeded reply ' || g, 'complete', uid FROM ids) x \
+         ORDER BY g, k LIMIT $3",
         &[&chatroom, &user, &n],
     )
     .await?;
@@ -565,7 +572,11 @@ async fn growth(
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             build.push(started.elapsed().as_secs_f64() * 1000.0);
-            anyhow::ensure!(turns.len() <= 21);
+            anyhow::ensure!(
+                turns.len() > 2 && turns.len() <= 21,
+                "{} turns",
+                turns.len()
+            );
         }
         report.add(
             5,

@@ -165,8 +165,8 @@ pub struct Exchange {
     pub reply: String,
 }
 
-/// The conversation before message `seq`: the newest `max_exchanges` answered user
-/// messages, each paired with its reply, oldest first. Pairing (rather than reading
+/// The conversation before message `seq`: up to `max_exchanges` of the newest answered
+/// user messages, each paired with its reply, oldest first. Pairing (rather than reading
 /// rows in insertion order) keeps the turns strictly alternating: a blocked prompt and
 /// its canned reply are left out together, and a reply stored after a later message
 /// still follows the message it answers.
@@ -176,14 +176,19 @@ pub async fn history<C: GenericClient>(
     before_seq: i64,
     max_exchanges: i64,
 ) -> AppResult<Vec<Exchange>> {
-    let sql = "SELECT u.content, r.content FROM messages u \
+    // Bounded: only the latest rows (four per exchange asked for, room for failed or
+    // pending messages in between) are looked at, whatever the chatroom's size.
+    let sql = "WITH recent AS ( \
+                   SELECT id, seq, content, role, status FROM messages \
+                   WHERE chatroom_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $4) \
+               SELECT u.content, r.content FROM recent u \
                JOIN messages r ON r.reply_to = u.id \
-               WHERE u.chatroom_id = $1 AND u.seq < $2 AND u.role = 'user' \
-               AND u.status = 'answered' ORDER BY u.seq DESC LIMIT $3";
+               WHERE u.role = 'user' AND u.status = 'answered' \
+               ORDER BY u.seq DESC LIMIT $3";
     let rows = db
         .query(
             &db.prepare_cached(sql).await?,
-            &[&chatroom, &before_seq, &max_exchanges],
+            &[&chatroom, &before_seq, &max_exchanges, &(max_exchanges * 4)],
         )
         .await?;
     let mut out: Vec<Exchange> = rows
