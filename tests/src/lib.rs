@@ -89,7 +89,7 @@ async fn template() -> &'static str {
                     .batch_execute(&format!("CREATE DATABASE \"{building}\""))
                     .await
                     .unwrap();
-                shared::store::postgres::migrate(&db_url(&building))
+                shared::store::postgres::migrate(&db_url(&building), None)
                     .await
                     .expect("migrations apply");
                 admin
@@ -133,8 +133,11 @@ pub async fn fresh_database() -> String {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         database_url: Secret::new(database_url),
+        database_ca_file: None,
         db_pool_size: 4,
         redis_url: Secret::new(redis_url()),
+        redis_ca_file: None,
+        redis_cluster: std::env::var("TEST_REDIS_CLUSTER").is_ok_and(|v| v == "true"),
         redis_key_prefix: format!("test:{}:", Uuid::new_v4().simple()),
         jwt_secret: Secret::new(JWT_SECRET),
         jwt_ttl: Duration::from_secs(3600),
