@@ -73,9 +73,9 @@ impl From<tokio_postgres::Error> for AppError {
     fn from(err: tokio_postgres::Error) -> Self {
         match connection_failure(&err) {
             Some(cause) => {
-                // The error text names the cause (refused, TLS handshake, unknown CA,
+                // The error chain names the cause (refused, TLS handshake, unknown CA,
                 // no pg_hba.conf entry, ...); tokio-postgres never puts the password in it.
-                tracing::warn!(cause, error = %err, "database connection failure");
+                tracing::warn!(cause, error = %error_chain(&err), "database connection failure");
                 Self::DatabaseUnavailable
             }
             None => Self::Internal(err.into()),
@@ -83,10 +83,23 @@ impl From<tokio_postgres::Error> for AppError {
     }
 }
 
+/// `err: source: source...`: tokio-postgres shows only "db error" for a server's answer,
+/// whose message is in the source.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Lost connections, refused connections, server shutdowns, TLS and authentication
 /// failures are outages (503), each with a short cause for the log; anything else from
 /// Postgres is a bug (500).
-fn connection_failure(err: &tokio_postgres::Error) -> Option<&'static str> {
+pub fn connection_failure(err: &tokio_postgres::Error) -> Option<&'static str> {
     if err.is_closed() {
         return Some("connection closed");
     }
@@ -148,6 +161,9 @@ impl From<redis::RedisError> for AppError {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_unrecoverable_error()
+            // A wrong or missing password (REDIS_URL) is an outage for the callers too.
+            || err.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
             // A replica loading its data set or a failover in progress (ElastiCache).
             || matches!(
                 err.kind(),

@@ -2,6 +2,7 @@
 //! template) and its own Redis key prefix, so tests run in parallel without sharing state.
 
 pub mod faults;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -419,8 +420,12 @@ impl TestApp {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// A direct connection to this app's database (over TLS when its URL asks).
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.database_url, NoTls)
+        let connector =
+            shared::store::postgres::connector(self.state.config.database_ca_file.as_deref())
+                .unwrap();
+        let (client, conn) = tokio_postgres::connect(&self.database_url, connector)
             .await
             .unwrap();
         tokio::spawn(conn);
