@@ -12,6 +12,7 @@ mod faults;
 mod openapi;
 mod quota;
 mod routes;
+mod secrets;
 mod tls;
 mod unavailable;
 mod worker;
