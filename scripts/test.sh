@@ -47,5 +47,6 @@ fi
 if [ $# -eq 0 ]; then
     FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-120}" bash scripts/fuzz.sh
     DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
+        AWS_ENDPOINT="$TEST_AWS_ENDPOINT" \
         bash scripts/lambda-smoke.sh
 fi

@@ -9,6 +9,9 @@ use aws_sdk_secretsmanager::Client;
 use crate::bootstrap::{SecretRequest, secret_requests};
 use crate::config::Config;
 
+/// The value template.yaml gives the secrets it cannot generate, until they are filled.
+pub const PLACEHOLDER: &str = "REPLACE_AFTER_DEPLOY";
+
 /// The client the functions use (credentials and region from the Lambda environment).
 pub async fn client() -> Client {
     Client::new(crate::clients::aws::sdk_config().await)
@@ -58,6 +61,11 @@ pub async fn fetch(
             .iter()
             .find(|v| v.arn() == Some(id) || v.name() == Some(id));
         match found.and_then(|v| v.secret_string()) {
+            Some(value) if value.trim() == PLACEHOLDER => anyhow::bail!(
+                "secrets: {} still holds the placeholder {PLACEHOLDER}; put the real value \
+                 (aws secretsmanager put-secret-value)",
+                request.describe()
+            ),
             Some(value) if !value.trim().is_empty() => {
                 values.insert(request.setting, value.trim().to_string());
             }

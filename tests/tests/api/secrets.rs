@@ -113,6 +113,19 @@ async fn a_missing_secret_stops_init_naming_it() {
     assert!(err.contains("ResourceNotFoundException"), "{err}");
     assert!(!err.contains(&database_url), "never a value: {err}");
 
+    // A secret the template created but nobody filled yet.
+    let placeholder = create_secret(&client, "gemini", shared::store::secrets::PLACEHOLDER).await;
+    let vars = HashMap::from([("GOOGLE_API_KEY_SECRET_ARN", placeholder.clone())]);
+    let err = shared::store::secrets::config_from(lookup(vars), &client)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("GOOGLE_API_KEY_SECRET_ARN"), "{err}");
+    assert!(
+        err.contains(&placeholder) && err.contains("placeholder"),
+        "{err}"
+    );
+
     // A setting given twice (directly and as a secret) is refused before any call.
     let vars = HashMap::from([
         ("JWT_SECRET_KEY_SECRET_ARN", missing),
