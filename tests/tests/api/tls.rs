@@ -167,3 +167,50 @@ async fn redis_without_the_ca_or_without_tls_or_password_is_503() {
         assert_eq!(r.error_code(), "cache_unavailable", "{case}");
     }
 }
+
+/// Two rustls crypto backends in one binary make rustls panic at the first client it
+/// builds, unless one is installed as the process default. Builds every client the
+/// binaries build (PostgreSQL and Redis over TLS, Stripe, reqwest for Gemini, the AWS
+/// SDK for SQS, DynamoDB and Secrets Manager) and checks that aws-lc-rs is the one.
+#[tokio::test]
+async fn every_client_builds_under_the_one_crypto_provider() {
+    let certs = TestCerts::generate();
+    let redis = TempRedis::start_tls(&certs).await;
+    let (_pg, url) = tls_postgres(&certs).await;
+    let mut config = test_config(&url);
+    config.database_ca_file = Some(certs.ca_path());
+    config.redis_url = Secret::new(redis.tls_url());
+    config.redis_ca_file = Some(certs.ca_path());
+    config.quota_backend = shared::config::QuotaBackend::DynamoDb;
+    config.quota_table = Some("unused".into());
+    config.reply_queue_url = Some(format!("{}/000000000000/unused", api_tests::aws_endpoint()));
+    let state = shared::AppState::new(config).expect("every client builds");
+    assert!(state.billing.is_some() && state.queue.is_some());
+    shared::clients::gemini::GeminiClient::new(&state.config.gemini).expect("reqwest builds");
+    let _ = shared::store::secrets::client().await;
+    // Both stores really handshake.
+    state
+        .db()
+        .await
+        .expect("PostgreSQL over TLS")
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut state.redis.conn())
+        .await
+        .expect("Redis over TLS");
+    assert_eq!(pong, "PONG");
+
+    let installed = rustls::crypto::CryptoProvider::get_default().expect("a provider is installed");
+    let suites = |p: &rustls::crypto::CryptoProvider| {
+        p.cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        suites(installed),
+        suites(&rustls::crypto::aws_lc_rs::default_provider())
+    );
+}
