@@ -36,11 +36,12 @@ cargo test --workspace "$@"
 
 # The Redis-touching tests again (quota, cache, codes, throttles), against a Redis Cluster
 # of three shards through the cluster client: every multi-key command and script must keep
-# its keys in one slot (CROSSSLOT otherwise). With arguments, only when TEST_CLUSTER=1.
+# its keys in one slot (CROSSSLOT otherwise). `--workspace` as above, so nothing is rebuilt.
+# With arguments, only when TEST_CLUSTER=1.
 if [ $# -eq 0 ] || [ "${TEST_CLUSTER:-}" = 1 ]; then
     start_redis_cluster "$STATE/cluster" "$CLUSTER_PORT"
     TEST_REDIS_URL="redis://127.0.0.1:$CLUSTER_PORT/" TEST_REDIS_CLUSTER=true \
-        cargo test -p api-tests --test api -- --include-ignored quota:: chat:: auth:: abuse:: cluster::
+        cargo test --workspace --test api -- --include-ignored quota:: chat:: auth:: abuse:: cluster::
 fi
 
 # With arguments (a subset of tests) the contract fuzzing and emulator smoke are skipped.
