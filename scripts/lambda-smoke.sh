@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of `cargo lambda watch`: the Lambda emulator serves the HTTP functions on
 # one port through the workspace router, and each answers one of its routes.
-# Expects DATABASE_URL / REDIS_URL of running services (scripts/test.sh provides them).
+# Expects DATABASE_URL / REDIS_URL of running services (scripts/test.sh provides them),
+# and optionally AWS_ENDPOINT (moto) to serve them through Secrets Manager.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
@@ -9,19 +10,49 @@ ensure_tools
 
 PORT="${LAMBDA_PORT:-55090}"
 ENV_FILE="$(state_dir smoke)/lambda.env"
-cat >"$ENV_FILE" <<ENV
+JWT_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')"
+
+# With AWS_ENDPOINT (moto; scripts/test.sh passes it) the functions cold-start as deployed:
+# their secrets come from Secrets Manager, and the environment holds only the ARNs.
+# create_secret NAME VALUE: prints the new secret's ARN.
+create_secret() {
+    curl -sf -X POST "$AWS_ENDPOINT/" -H 'X-Amz-Target: secretsmanager.CreateSecret' \
+        -H 'Content-Type: application/x-amz-json-1.1' \
+        -H 'Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0' \
+        -d "$(jq -nc --arg n "smoke/$(date +%s%N)/$1" --arg v "$2" '{Name: $n, SecretString: $v}')" | jq -r .ARN
+}
+if [ -n "${AWS_ENDPOINT:-}" ]; then
+    cat >"$ENV_FILE" <<ENV
+DATABASE_URL_SECRET_ARN=$(create_secret database-url "${DATABASE_URL:?}")
+REDIS_URL_SECRET_ARN=$(create_secret redis-url "${REDIS_URL:?}")
+JWT_SECRET_KEY_SECRET_ARN=$(create_secret jwt "$JWT_KEY")
+STRIPE_WEBHOOK_SECRET_SECRET_ARN=$(create_secret stripe-webhook whsec_smoke_test)
+GOOGLE_API_KEY_SECRET_ARN=$(create_secret gemini smoke-test-key)
+AWS_ENDPOINT_URL=$AWS_ENDPOINT
+AWS_REGION=us-east-1
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+ENV
+    log "secrets in Secrets Manager (moto); the functions get only their ARNs"
+else
+    cat >"$ENV_FILE" <<ENV
 DATABASE_URL=${DATABASE_URL:?}
 REDIS_URL=${REDIS_URL:?}
-JWT_SECRET_KEY=$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')
-OTP_DELIVERY=response
+JWT_SECRET_KEY=$JWT_KEY
 STRIPE_WEBHOOK_SECRET=whsec_smoke_test
 GOOGLE_API_KEY=smoke-test-key
+ENV
+fi
+cat >>"$ENV_FILE" <<ENV
+OTP_DELIVERY=response
 GEMINI_BASE_URL=http://127.0.0.1:9
 RUST_LOG=warn
 ENV
 
 port_busy "$PORT" && die "port $PORT is taken; set LAMBDA_PORT"
 log "starting cargo lambda watch on 127.0.0.1:$PORT"
+# The URLs must reach the functions only through Secrets Manager (setting both is refused).
+if [ -n "${AWS_ENDPOINT:-}" ]; then unset DATABASE_URL REDIS_URL; fi
 setsid cargo lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$PORT" \
     --env-file "$ENV_FILE" >"$(dirname "$ENV_FILE")/watch.log" 2>&1 &
 WATCH=$!
@@ -53,6 +84,10 @@ check GET /user/me 401 unauthorized
 check GET /chatroom 401 unauthorized
 check GET /subscription/status 401 unauthorized
 check POST /webhook/stripe 400 invalid_signature '{}'
+# PostgreSQL and Redis reached with the URLs the functions were given (from Secrets Manager).
+SMOKE_EMAIL="smoke-$(date +%s%N)@example.com"
+check POST /auth/signup 201 "" "{\"email\": \"$SMOKE_EMAIL\", \"name\": \"Smoke\"}"
+check POST /auth/send-otp 200 "" "{\"email\": \"$SMOKE_EMAIL\"}"
 
 # cargo lambda invoke with sample events (placeholders left unfilled on purpose: the
 # token is then invalid, and the batch's records are unreadable and dropped).

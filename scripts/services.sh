@@ -95,6 +95,36 @@ start_redis() {
     log "Redis on 127.0.0.1:$port"
 }
 
+# start_redis_cluster STATE_DIR FIRST_PORT: a Redis Cluster of three primaries on
+# FIRST_PORT..FIRST_PORT+2 (each also listens on its port + 10000, the cluster bus, so
+# FIRST_PORT must be 55533 or lower), slots spread over the three.
+start_redis_cluster() {
+    local dir="$1" first="$2" port nodes=()
+    [ "$first" -le 55533 ] || die "cluster ports must be <= 55535 (the bus is port + 10000); set TEST_REDIS_CLUSTER_PORT"
+    for port in "$first" $((first + 1)) $((first + 2)); do
+        port_busy "$port" && die "port $port is taken by another program; set TEST_REDIS_CLUSTER_PORT to a free port"
+        mkdir -p "$dir/$port"
+        rm -f "$dir/$port/nodes.conf"
+        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --dir "$dir/$port" --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" >/dev/null
+        for _ in $(seq 50); do
+            redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+            sleep 0.1
+        done
+        STARTED_PIDS+=("$(cat "$dir/$port/redis.pid")")
+        nodes+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1 \
+        || { cat "$dir/create.log" >&2; die "redis-cli --cluster create failed"; }
+    for _ in $(seq 100); do
+        redis-cli -p "$first" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+        sleep 0.1
+    done
+    redis-cli -p "$first" cluster info | grep -q 'cluster_state:ok' || die "the Redis Cluster did not come up"
+    log "Redis Cluster (3 shards) on 127.0.0.1:$first-$((first + 2))"
+}
+
 stop_started() {
     local bin pid data
     bin="$(pg_bindir)"

@@ -14,10 +14,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let state = shared::bootstrap::state_from_env("local-server");
-    let applied = shared::store::postgres::migrate(state.config.database_url.expose())
-        .await
-        .context("applying migrations")?;
+    let state = shared::bootstrap::state_from_env("local-server").await;
+    let applied = shared::store::postgres::migrate(
+        state.config.database_url.expose(),
+        state.config.database_ca_file.as_deref(),
+    )
+    .await
+    .context("applying migrations")?;
     for m in &applied {
         tracing::info!(migration = %m, "applied migration");
     }

@@ -1,4 +1,5 @@
-//! Applies pending migrations to `DATABASE_URL` (local or deployed database).
+//! Applies pending migrations to `DATABASE_URL` (local or deployed database; over TLS
+//! when its `sslmode` asks, trusting `DATABASE_CA_FILE` beside the web PKI and RDS roots).
 
 use anyhow::Context;
 
@@ -6,7 +7,11 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let url =
         std::env::var("DATABASE_URL").context("configuration error: DATABASE_URL is required")?;
-    let applied = shared::store::postgres::migrate(&url)
+    shared::store::tls::install_crypto_provider();
+    let ca_file = std::env::var("DATABASE_CA_FILE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let applied = shared::store::postgres::migrate(&url, ca_file.as_deref())
         .await
         .context("applying migrations")?;
     if applied.is_empty() {

@@ -54,8 +54,14 @@ impl FromStr for OtpDelivery {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
+    /// PEM file of a private CA trusted for PostgreSQL, beside the web PKI and RDS roots.
+    pub database_ca_file: Option<String>,
     pub db_pool_size: usize,
     pub redis_url: Secret,
+    /// PEM file of the CA that signs a `rediss://` server (instead of the web PKI roots).
+    pub redis_ca_file: Option<String>,
+    /// `REDIS_CLUSTER=true`: a cluster client, for cluster-mode-enabled groups.
+    pub redis_cluster: bool,
     /// Prepended to every Redis key; lets environments (and tests) share one server.
     pub redis_key_prefix: String,
     pub jwt_secret: Secret,
@@ -166,11 +172,22 @@ impl Config {
                 reason: "is required when QUOTA_BACKEND=dynamodb".into(),
             });
         }
+        let redis_key_prefix = env.optional("REDIS_KEY_PREFIX").unwrap_or_default();
+        // A brace would start a hash tag and put every key of the service in one slot.
+        if redis_key_prefix.contains(['{', '}']) {
+            return Err(ConfigError {
+                var: "REDIS_KEY_PREFIX",
+                reason: "must not contain `{` or `}`".into(),
+            });
+        }
         Ok(Self {
             database_url: Secret::new(env.required("DATABASE_URL")?),
+            database_ca_file: env.optional("DATABASE_CA_FILE"),
             db_pool_size,
             redis_url: Secret::new(env.required("REDIS_URL")?),
-            redis_key_prefix: env.optional("REDIS_KEY_PREFIX").unwrap_or_default(),
+            redis_ca_file: env.optional("REDIS_CA_FILE"),
+            redis_cluster: env.parsed("REDIS_CLUSTER", false)?,
+            redis_key_prefix,
             jwt_secret: Secret::new(jwt_secret),
             jwt_ttl: Duration::from_secs(jwt_ttl_secs),
             otp_delivery: env.parsed("OTP_DELIVERY", OtpDelivery::Log)?,
@@ -288,6 +305,30 @@ mod tests {
         assert_eq!(
             Config::from_lookup(lookup(&pairs)).unwrap_err().var,
             "OTP_DELIVERY"
+        );
+    }
+
+    #[test]
+    fn store_settings_parse() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert!(!c.redis_cluster);
+        assert_eq!(c.database_ca_file, None);
+        let mut pairs = BASE.to_vec();
+        pairs.extend([("REDIS_CLUSTER", "true"), ("DATABASE_CA_FILE", "/ca.pem")]);
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert!(c.redis_cluster);
+        assert_eq!(c.database_ca_file.as_deref(), Some("/ca.pem"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("REDIS_CLUSTER", "yes"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "REDIS_CLUSTER"
+        );
+        let mut pairs = BASE.to_vec();
+        pairs.push(("REDIS_KEY_PREFIX", "{env}:"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "REDIS_KEY_PREFIX"
         );
     }
 

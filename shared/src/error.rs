@@ -74,35 +74,73 @@ impl AppError {
 
 impl From<tokio_postgres::Error> for AppError {
     fn from(err: tokio_postgres::Error) -> Self {
-        if is_connection_failure(&err) {
-            tracing::warn!(error = %err, "database connection failure");
-            Self::DatabaseUnavailable
-        } else {
-            Self::Internal(err.into())
+        match connection_failure(&err) {
+            Some(cause) => {
+                // The error chain names the cause (refused, TLS handshake, unknown CA,
+                // no pg_hba.conf entry, ...); tokio-postgres never puts the password in it.
+                tracing::warn!(cause, error = %error_chain(&err), "database connection failure");
+                Self::DatabaseUnavailable
+            }
+            None => Self::Internal(err.into()),
         }
     }
 }
 
-/// Lost connections, refused connections and server shutdowns are outages (503);
-/// anything else from Postgres is a bug (500).
-fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
+/// `err: source: source...`: tokio-postgres shows only "db error" for a server's answer,
+/// whose message is in the source.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Lost connections, refused connections, server shutdowns, TLS and authentication
+/// failures are outages (503), each with a short cause for the log; anything else from
+/// Postgres is a bug (500).
+pub fn connection_failure(err: &tokio_postgres::Error) -> Option<&'static str> {
     if err.is_closed() {
-        return true;
+        return Some("connection closed");
     }
     if let Some(db) = err.as_db_error() {
         let code = db.code().code();
         // Class 08: connection exception; 57P0x: admin shutdown / cannot connect now;
-        // class 53: insufficient resources (too many connections when Lambda scales out).
-        return code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
+        // class 53: insufficient resources (too many connections when Lambda scales out);
+        // class 28: authentication (a wrong password, or pg_hba.conf refusing a
+        // connection without TLS).
+        return if code.starts_with("28") {
+            Some("authentication or TLS required by the server")
+        } else if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+            Some("server unavailable")
+        } else {
+            None
+        };
     }
     let mut source = err.source();
     while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
+        if s.is::<rustls::Error>() {
+            return Some("TLS");
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return Some("TLS");
+            }
+            return Some("network");
         }
         source = s.source();
     }
-    false
+    // tokio-postgres reports "server does not support TLS" (sslmode=require) without a source.
+    if err.to_string().contains("TLS") {
+        return Some("TLS");
+    }
+    None
 }
 
 impl From<deadpool_postgres::PoolError> for AppError {
@@ -126,6 +164,9 @@ impl From<redis::RedisError> for AppError {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_unrecoverable_error()
+            // A wrong or missing password (REDIS_URL) is an outage for the callers too.
+            || err.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
             // A replica loading its data set or a failover in progress (ElastiCache).
             || matches!(
                 err.kind(),

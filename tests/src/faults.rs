@@ -1,10 +1,13 @@
-//! Private, killable instances of Redis and PostgreSQL for fault-injection tests, so
-//! stopping one never disturbs the other tests sharing the main services.
+//! Private, killable instances of Redis and PostgreSQL for fault-injection and TLS
+//! tests, so stopping or reconfiguring one never disturbs the other tests sharing the
+//! main services.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::tls::TestCerts;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -33,13 +36,48 @@ async fn wait_for_port(port: u16, up: bool) {
 pub struct TempRedis {
     pub port: u16,
     child: Option<Child>,
+    /// Listening options: plaintext `--port`, or TLS only.
+    listen: Vec<String>,
 }
+
+/// The password of [`TempRedis::start_tls`]'s server (Redis AUTH).
+pub const REDIS_TLS_PASSWORD: &str = "tls-test-password";
 
 impl TempRedis {
     pub async fn start() -> Self {
+        let port = free_port();
         let mut r = Self {
-            port: free_port(),
+            port,
             child: None,
+            listen: vec!["--port".into(), port.to_string()],
+        };
+        r.resume().await;
+        r
+    }
+
+    /// TLS only (`--port 0 --tls-port P`), with a password (`requirepass`).
+    pub async fn start_tls(certs: &TestCerts) -> Self {
+        let port = free_port();
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let mut r = Self {
+            port,
+            child: None,
+            listen: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(certs.cert_file()),
+                "--tls-key-file".into(),
+                path(certs.key_file()),
+                "--tls-ca-cert-file".into(),
+                path(certs.ca_file()),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--requirepass".into(),
+                REDIS_TLS_PASSWORD.into(),
+            ],
         };
         r.resume().await;
         r
@@ -49,18 +87,15 @@ impl TempRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// `rediss://` with the password (for a [`TempRedis::start_tls`] server).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://:{REDIS_TLS_PASSWORD}@127.0.0.1:{}/", self.port)
+    }
+
     pub async fn resume(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.listen)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (make test installs it)");
@@ -111,6 +146,16 @@ fn as_postgres(program: &PathBuf) -> Command {
 
 impl TempPostgres {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// `ssl = on` with the test certificates, and a `pg_hba.conf` that accepts TLS
+    /// connections only (plaintext ones are rejected).
+    pub async fn start_tls(certs: &TestCerts) -> Self {
+        Self::start_with(Some(certs)).await
+    }
+
+    async fn start_with(certs: Option<&TestCerts>) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL is installed (make test installs it)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -143,6 +188,33 @@ impl TempPostgres {
             .status()
             .unwrap();
         assert!(status.success(), "initdb failed");
+        if let Some(certs) = certs {
+            let data = dir.join("data");
+            std::fs::copy(certs.cert_file(), data.join("server.crt")).unwrap();
+            std::fs::copy(certs.key_file(), data.join("server.key")).unwrap();
+            // PostgreSQL refuses a key readable by others or owned by someone else.
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .unwrap();
+        }
         let pg = Self {
             port: free_port(),
             dir,

@@ -2,6 +2,7 @@
 //! template) and its own Redis key prefix, so tests run in parallel without sharing state.
 
 pub mod faults;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ async fn template() -> &'static str {
                     .batch_execute(&format!("CREATE DATABASE \"{building}\""))
                     .await
                     .unwrap();
-                shared::store::postgres::migrate(&db_url(&building))
+                shared::store::postgres::migrate(&db_url(&building), None)
                     .await
                     .expect("migrations apply");
                 admin
@@ -133,8 +134,11 @@ pub async fn fresh_database() -> String {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         database_url: Secret::new(database_url),
+        database_ca_file: None,
         db_pool_size: 4,
         redis_url: Secret::new(redis_url()),
+        redis_ca_file: None,
+        redis_cluster: std::env::var("TEST_REDIS_CLUSTER").is_ok_and(|v| v == "true"),
         redis_key_prefix: format!("test:{}:", Uuid::new_v4().simple()),
         jwt_secret: Secret::new(JWT_SECRET),
         jwt_ttl: Duration::from_secs(3600),
@@ -417,8 +421,12 @@ impl TestApp {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// A direct connection to this app's database (over TLS when its URL asks).
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.database_url, NoTls)
+        let connector =
+            shared::store::postgres::connector(self.state.config.database_ca_file.as_deref())
+                .unwrap();
+        let (client, conn) = tokio_postgres::connect(&self.database_url, connector)
             .await
             .unwrap();
         tokio::spawn(conn);
@@ -458,6 +466,17 @@ pub fn sqs_client() -> aws_sdk_sqs::Client {
         .endpoint_url(aws_endpoint())
         .build();
     aws_sdk_sqs::Client::from_conf(conf)
+}
+
+pub fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(aws_endpoint())
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(conf)
 }
 
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {

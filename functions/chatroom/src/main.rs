@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("chatroom");
+    let state = shared::bootstrap::state_from_env("chatroom").await;
     if state.queue.is_none() {
         tracing::error!("REPLY_QUEUE_URL is not set: sending messages will answer 503");
     }

@@ -9,7 +9,7 @@ use shared::clients::gemini::GeminiClient;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let state = shared::bootstrap::state_from_env("reply-worker");
+    let state = shared::bootstrap::state_from_env("reply-worker").await;
     // No offline fallback here: a deployed worker without a key must fail loudly.
     let model = GeminiClient::new(&state.config.gemini).unwrap_or_else(|e| {
         tracing::error!("{e}");

@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("stripe-webhook");
+    let state = shared::bootstrap::state_from_env("stripe-webhook").await;
     // Never run without a secret: unsigned events must not be accepted.
     if state
         .config

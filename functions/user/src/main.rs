@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("user");
+    let state = shared::bootstrap::state_from_env("user").await;
     lambda_http::run(shared::http::app(user_fn::routes(state))).await
 }

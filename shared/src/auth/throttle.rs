@@ -36,9 +36,11 @@ pub async fn hit(
     subject: &str,
     limits: Limits,
 ) -> Result<(), AppError> {
+    // Both keys in one hash slot, as Redis Cluster requires of a script's keys.
+    let tag = format!("{scope}:{subject}");
     let retry_after: u64 = Script::new(SCRIPT)
-        .key(redis.key(&["throttle", scope, "gap", subject]))
-        .key(redis.key(&["throttle", scope, "window", subject]))
+        .key(redis.tagged_key("throttle", &tag, "gap"))
+        .key(redis.tagged_key("throttle", &tag, "window"))
         .arg(limits.min_gap_secs)
         .arg(limits.window_secs)
         .arg(limits.per_window)

@@ -16,10 +16,10 @@ const GENERATION_TTL_SECS: i64 = 24 * 3600;
 
 fn keys(redis: &Redis, user: Uuid) -> (String, String) {
     // One hash tag per user keeps both keys on one slot under Redis Cluster.
-    let tag = format!("{{{user}}}");
+    let user = user.to_string();
     (
-        redis.key(&["chatrooms", &tag, "gen"]),
-        redis.key(&["chatrooms", &tag, "list"]),
+        redis.tagged_key("chatrooms", &user, "gen"),
+        redis.tagged_key("chatrooms", &user, "list"),
     )
 }
 

@@ -1,12 +1,13 @@
-//! PostgreSQL: a small pool per Lambda container, and the embedded migrations.
+//! PostgreSQL: a small pool per Lambda container, TLS, and the embedded migrations.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::Config;
+use crate::store::tls;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -18,15 +19,14 @@ const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(5);
 /// Builds the pool without connecting: the first request opens the first connection,
 /// so cold starts pay no network round trip.
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
-    let mut pg = tokio_postgres::Config::from_str(config.database_url.expose())
-        .map_err(|e| anyhow::anyhow!("configuration error: DATABASE_URL: {e}"))?;
+    let mut pg = parse_url(config.database_url.expose())?;
     pg.connect_timeout(Duration::from_secs(3));
     // `Fast` only checks that the connection task is alive; the hook below pings the
     // connections that sat idle, which is where a frozen Lambda container's dead sockets
     // hide. A busy container thus pays no extra round trip per checkout.
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        connector(config.database_ca_file.as_deref())?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -49,9 +49,32 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
         .build()?)
 }
 
-/// Applies every pending migration in `migrations/` to the database at `url`.
-pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+/// Parses `DATABASE_URL`. Its `sslmode` (`disable`, `prefer` — the default — or `require`)
+/// is honoured by tokio-postgres; with this crate's connector `require` also verifies the
+/// certificate chain and the host name, which libpq calls `verify-full`.
+fn parse_url(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url).map_err(|e| {
+        anyhow::anyhow!(
+            "configuration error: DATABASE_URL: {e} (sslmode must be disable, prefer or \
+             require; require verifies the certificate and host name)"
+        )
+    })
+}
+
+/// The TLS connector every PostgreSQL connection uses: web PKI roots, the Amazon RDS CA
+/// bundle, and the PEM file `ca_file` (`DATABASE_CA_FILE`) for a private CA.
+pub fn connector(ca_file: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
+    let extra = ca_file
+        .map(|path| tls::read_ca_file(path, "DATABASE_CA_FILE"))
+        .transpose()?;
+    let roots = tls::database_roots(extra.as_deref())?;
+    Ok(MakeRustlsConnect::new(tls::client_config(roots)))
+}
+
+/// Applies every pending migration in `migrations/` to the database at `url`
+/// (over TLS when its `sslmode` asks, trusting `ca_file` as well).
+pub async fn migrate(url: &str, ca_file: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let (mut client, connection) = parse_url(url)?.connect(connector(ca_file)?).await?;
     let conn = tokio::spawn(connection);
     let report = embedded::migrations::runner()
         .run_async(&mut client)

@@ -91,7 +91,9 @@ async fn redis_stopped_mid_traffic_degrades_then_recovers() {
 async fn postgres_restarted_mid_traffic_is_503_then_recovers_losing_nothing() {
     let started = Instant::now();
     let pg = TempPostgres::start().await;
-    shared::store::postgres::migrate(&pg.url()).await.unwrap();
+    shared::store::postgres::migrate(&pg.url(), None)
+        .await
+        .unwrap();
     let config = test_config(&pg.url());
     let app = Arc::new(TestApp::from_config(config).await);
     let token = app.user_token(&unique_email("pgfault")).await;

@@ -108,7 +108,9 @@ impl ReplyQueue for DyingQueue {
 #[tokio::test]
 async fn the_sweep_answers_a_message_stranded_between_commit_and_publish() {
     let pg = Arc::new(TempPostgres::start().await);
-    shared::store::postgres::migrate(&pg.url()).await.unwrap();
+    shared::store::postgres::migrate(&pg.url(), None)
+        .await
+        .unwrap();
     let mut config = test_config(&pg.url());
     config.sweep_after = Duration::from_secs(2);
     let dying = pg.clone();
