@@ -13,7 +13,7 @@ cat >"$ENV_FILE" <<ENV
 DATABASE_URL=${DATABASE_URL:?}
 REDIS_URL=${REDIS_URL:?}
 JWT_SECRET_KEY=$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')
-OTP_DELIVERY=response
+OTP_DELIVERY=log
 STRIPE_WEBHOOK_SECRET=whsec_smoke_test
 GOOGLE_API_KEY=smoke-test-key
 GEMINI_BASE_URL=http://127.0.0.1:9

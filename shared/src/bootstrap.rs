@@ -8,6 +8,13 @@ use crate::state::AppState;
 pub fn state_from_env(function: &str) -> AppState {
     crate::telemetry::init();
     let config = Config::from_env().unwrap_or_else(|e| fail(function, &e.to_string()));
+    if config.in_lambda && config.otp_delivery == crate::config::OtpDelivery::Log {
+        tracing::warn!(
+            function,
+            "OTP_DELIVERY=log: sign-in codes are written to the logs, so anyone who can read \
+             them can sign in as any user; use OTP_DELIVERY=ses for real users"
+        );
+    }
     AppState::new(config).unwrap_or_else(|e| fail(function, &e.to_string()))
 }
 
