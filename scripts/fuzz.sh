@@ -16,10 +16,13 @@ psql "$ADMIN_URL" -qtA -c "CREATE DATABASE fuzz_$$" >/dev/null
 
 cargo build -q -p local-server --bin local-server
 port_busy "$PORT" && die "port $PORT is taken; set FUZZ_PORT"
+# One client from one address: per-IP throttles (tested in signin.rs) are off, or most
+# auth calls would be 429s and the logic behind them untested.
 DATABASE_URL="$DB_URL" REDIS_URL="${TEST_REDIS_URL:?}" REDIS_KEY_PREFIX="fuzz$$:" \
     JWT_SECRET_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" OTP_DELIVERY=response \
     STRIPE_WEBHOOK_SECRET=whsec_fuzz STRIPE_API_KEY=sk_test_fuzz STRIPE_PRO_PRICE_ID=price_fuzz \
     STRIPE_API_BASE=http://127.0.0.1:9/ LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=warn \
+    IP_SIGNUPS_PER_HOUR=0 IP_CODE_REQUESTS_PER_HOUR=0 IP_SIGN_IN_ATTEMPTS_PER_HOUR=0 \
     "$ROOT/target/debug/local-server" >"$(state_dir fuzz)/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
