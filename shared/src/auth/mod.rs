@@ -99,9 +99,28 @@ pub struct CodeRequest {
     pub code: Option<String>,
 }
 
+/// With e-mail delivery, a code request answers no sooner than this after it arrived,
+/// whether or not an e-mail was sent: a typical SES call takes well under it, so the
+/// answer's timing does not tell registered addresses from unknown ones.
+pub const SES_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Issues a code when the address belongs to a user. Throttling applies first and to
-/// every address alike, so neither the answer nor a 429 reveals who is registered.
+/// every address alike, so neither the answer, nor a 429, nor (with SES) its timing
+/// reveals who is registered.
 pub async fn request_code(
+    state: &AppState,
+    raw_email: &str,
+    purpose: Purpose,
+) -> AppResult<CodeRequest> {
+    let floor = tokio::time::Instant::now() + SES_ANSWER_FLOOR;
+    let outcome = issue_and_deliver(state, raw_email, purpose).await;
+    if state.config.otp_delivery == OtpDelivery::Ses && outcome.is_ok() {
+        tokio::time::sleep_until(floor).await;
+    }
+    outcome
+}
+
+async fn issue_and_deliver(
     state: &AppState,
     raw_email: &str,
     purpose: Purpose,
