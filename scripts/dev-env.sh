@@ -28,11 +28,16 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:$PG_PORT/chat
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/}"
 export JWT_SECRET_KEY="${JWT_SECRET_KEY:-$(cat "$SECRET_FILE")}"
 export OTP_DELIVERY="${OTP_DELIVERY:-response}"
+# One person trying things from one address: per-IP throttles off (0) unless set.
+export IP_SIGNUPS_PER_HOUR="${IP_SIGNUPS_PER_HOUR:-0}"
+export IP_CODE_REQUESTS_PER_HOUR="${IP_CODE_REQUESTS_PER_HOUR:-0}"
+export IP_SIGN_IN_ATTEMPTS_PER_HOUR="${IP_SIGN_IN_ATTEMPTS_PER_HOUR:-0}"
 
 log "settings (local defaults; override any by environment):"
 log "  DATABASE_URL=$DATABASE_URL"
 log "  REDIS_URL=$REDIS_URL"
 log "  JWT_SECRET_KEY=<dev secret in .local/dev-jwt-secret>"
-log "  OTP_DELIVERY=$OTP_DELIVERY (codes are returned in responses: local use only)"
+log "  OTP_DELIVERY=$OTP_DELIVERY (response: codes are returned in responses, local use only)"
+log "  IP_*_PER_HOUR: per-IP throttles off (0) for local use"
 [ -n "${GOOGLE_API_KEY:-}" ] || log "  GOOGLE_API_KEY unset: replies come from the offline provider"
 [ -n "${STRIPE_API_KEY:-}" ] || log "  STRIPE_API_KEY unset: billing routes answer 503 billing_unavailable"

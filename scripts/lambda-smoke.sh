@@ -44,7 +44,7 @@ GOOGLE_API_KEY=smoke-test-key
 ENV
 fi
 cat >>"$ENV_FILE" <<ENV
-OTP_DELIVERY=response
+OTP_DELIVERY=log
 GEMINI_BASE_URL=http://127.0.0.1:9
 RUST_LOG=warn
 ENV

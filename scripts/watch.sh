@@ -7,8 +7,15 @@ source "$(dirname "$0")/dev-env.sh"
 ensure_tools
 
 LAMBDA_PORT="${LAMBDA_PORT:-9000}"
+# cargo lambda watch sets AWS_LAMBDA_FUNCTION_NAME, and the functions refuse to start with
+# OTP_DELIVERY=response inside a Lambda: codes go to the function's log here (printed in
+# this terminal), unless OTP_DELIVERY=ses is set with OTP_EMAIL_FROM and AWS credentials.
+if [ "$OTP_DELIVERY" = response ]; then
+    export OTP_DELIVERY=log
+    log "  OTP_DELIVERY=log under cargo lambda watch: sign-in codes appear in this log"
+fi
 cargo run -q -p local-server --bin migrate
 ENV_FILE="$STATE/lambda.env"
-env | grep -E '^(DATABASE_URL|REDIS_URL|JWT_SECRET_KEY|OTP_DELIVERY|GOOGLE_API_KEY|STRIPE_[A-Z_]+|FRONTEND_URL|REPLY_QUEUE_URL|RUST_LOG)=' >"$ENV_FILE"
+env | grep -E '^(DATABASE_URL|REDIS_URL|JWT_SECRET_KEY|OTP_[A-Z_]+|SES_CONFIGURATION_SET|IP_[A-Z_]+|GOOGLE_API_KEY|STRIPE_[A-Z_]+|FRONTEND_URL|REPLY_QUEUE_URL|RUST_LOG)=' >"$ENV_FILE"
 log "  functions on http://127.0.0.1:$LAMBDA_PORT (e.g. curl http://127.0.0.1:$LAMBDA_PORT/user/me)"
 cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$LAMBDA_PORT" --env-file "$ENV_FILE"

@@ -61,7 +61,7 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "503",
-        "A dependency is down (`database_unavailable`, `cache_unavailable`, `quota_unavailable`, `queue_unavailable`, `billing_unavailable`)",
+        "A dependency is down (`database_unavailable`, `cache_unavailable`, `email_unavailable`, `quota_unavailable`, `queue_unavailable`, `billing_unavailable`)",
     ),
 ];
 

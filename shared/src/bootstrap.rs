@@ -65,6 +65,13 @@ pub async fn state_from_env(function: &str) -> AppState {
     let config = config_from_env()
         .await
         .unwrap_or_else(|e| fail(function, &format!("{e:#}")));
+    if config.in_lambda && config.otp_delivery == crate::config::OtpDelivery::Log {
+        tracing::warn!(
+            function,
+            "OTP_DELIVERY=log: sign-in codes are written to the logs, so anyone who can read \
+             them can sign in as any user; use OTP_DELIVERY=ses for real users"
+        );
+    }
     AppState::new(config).unwrap_or_else(|e| fail(function, &e.to_string()))
 }
 

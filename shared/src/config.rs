@@ -38,6 +38,8 @@ pub enum OtpDelivery {
     Response,
     /// The code is written to the log (development and staging).
     Log,
+    /// The code is e-mailed through Amazon SES from `OTP_EMAIL_FROM` (production).
+    Ses,
 }
 
 impl FromStr for OtpDelivery {
@@ -46,7 +48,10 @@ impl FromStr for OtpDelivery {
         match s {
             "response" => Ok(Self::Response),
             "log" => Ok(Self::Log),
-            other => Err(format!("expected `response` or `log`, got `{other}`")),
+            "ses" => Ok(Self::Ses),
+            other => Err(format!(
+                "expected `ses`, `log` or `response`, got `{other}`"
+            )),
         }
     }
 }
@@ -71,6 +76,16 @@ pub struct Config {
     pub otp_min_interval_secs: u64,
     /// Codes one address may request per hour.
     pub otp_max_per_hour: u64,
+    /// Wrong codes one address may submit per rolling 24 hours, both purposes together.
+    pub otp_max_wrong_per_day: u64,
+    /// The verified SES identity codes are sent from (`OTP_DELIVERY=ses`).
+    pub otp_email_from: Option<String>,
+    /// Optional SES configuration set (event publishing, dedicated IPs).
+    pub ses_configuration_set: Option<String>,
+    /// Per-client-IP throttles of the sign-in routes.
+    pub ip_limits: IpLimits,
+    /// Running inside AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set).
+    pub in_lambda: bool,
     pub quota_backend: QuotaBackend,
     /// DynamoDB table of daily counters (`QUOTA_BACKEND=dynamodb`).
     pub quota_table: Option<String>,
@@ -88,6 +103,28 @@ pub struct Config {
     /// longer than the queue's visibility timeout, so live redeliveries are left alone.
     pub sweep_after: Duration,
     pub stripe: StripeSettings,
+}
+
+/// Requests one client IP may make per hour; 0 turns a limit off. Generous by default:
+/// an office or a mobile carrier puts many people behind one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpLimits {
+    /// `POST /auth/signup`.
+    pub signups_per_hour: u64,
+    /// `POST /auth/send-otp` and `POST /auth/forgot-password`.
+    pub code_requests_per_hour: u64,
+    /// `POST /auth/verify-otp`, `/auth/login` and `/auth/reset-password`.
+    pub sign_in_attempts_per_hour: u64,
+}
+
+impl Default for IpLimits {
+    fn default() -> Self {
+        Self {
+            signups_per_hour: 200,
+            code_requests_per_hour: 300,
+            sign_in_attempts_per_hour: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +217,40 @@ impl Config {
                 reason: "must not contain `{` or `}`".into(),
             });
         }
+        let in_lambda = env.optional("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let otp_delivery: OtpDelivery = env.parsed("OTP_DELIVERY", OtpDelivery::Log)?;
+        if in_lambda && otp_delivery == OtpDelivery::Response {
+            return Err(ConfigError {
+                var: "OTP_DELIVERY",
+                reason: "`response` hands sign-in codes to whoever asks and is refused in a \
+                         Lambda (AWS_LAMBDA_FUNCTION_NAME is set): use `ses`, or `log` for staging"
+                    .into(),
+            });
+        }
+        let otp_email_from = env.optional("OTP_EMAIL_FROM");
+        match (&otp_email_from, otp_delivery) {
+            (None, OtpDelivery::Ses) => {
+                return Err(ConfigError {
+                    var: "OTP_EMAIL_FROM",
+                    reason: "is required when OTP_DELIVERY=ses (a verified SES identity)".into(),
+                });
+            }
+            (Some(from), _) if !from.contains('@') || from.contains(['\r', '\n']) => {
+                return Err(ConfigError {
+                    var: "OTP_EMAIL_FROM",
+                    reason: format!("`{from}` is not an e-mail address"),
+                });
+            }
+            _ => {}
+        }
+        let otp_max_wrong_per_day: u64 = env.parsed("OTP_MAX_WRONG_PER_DAY", 20)?;
+        if otp_max_wrong_per_day == 0 {
+            return Err(ConfigError {
+                var: "OTP_MAX_WRONG_PER_DAY",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let ip_defaults = IpLimits::default();
         Ok(Self {
             database_url: Secret::new(env.required("DATABASE_URL")?),
             database_ca_file: env.optional("DATABASE_CA_FILE"),
@@ -190,9 +261,25 @@ impl Config {
             redis_key_prefix,
             jwt_secret: Secret::new(jwt_secret),
             jwt_ttl: Duration::from_secs(jwt_ttl_secs),
-            otp_delivery: env.parsed("OTP_DELIVERY", OtpDelivery::Log)?,
+            otp_delivery,
             otp_min_interval_secs: env.parsed("OTP_MIN_INTERVAL_SECONDS", 30)?,
             otp_max_per_hour: env.parsed("OTP_MAX_PER_HOUR", 10)?,
+            otp_max_wrong_per_day,
+            otp_email_from,
+            ses_configuration_set: env.optional("SES_CONFIGURATION_SET"),
+            ip_limits: IpLimits {
+                signups_per_hour: env
+                    .parsed("IP_SIGNUPS_PER_HOUR", ip_defaults.signups_per_hour)?,
+                code_requests_per_hour: env.parsed(
+                    "IP_CODE_REQUESTS_PER_HOUR",
+                    ip_defaults.code_requests_per_hour,
+                )?,
+                sign_in_attempts_per_hour: env.parsed(
+                    "IP_SIGN_IN_ATTEMPTS_PER_HOUR",
+                    ip_defaults.sign_in_attempts_per_hour,
+                )?,
+            },
+            in_lambda,
             quota_backend,
             quota_table,
             basic_daily_limit: env.parsed("BASIC_DAILY_LIMIT", 5)?,
@@ -330,6 +417,43 @@ mod tests {
             Config::from_lookup(lookup(&pairs)).unwrap_err().var,
             "REDIS_KEY_PREFIX"
         );
+    }
+
+    #[test]
+    fn response_delivery_is_refused_in_a_lambda() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("OTP_DELIVERY", "response"));
+        assert!(Config::from_lookup(lookup(&pairs)).is_ok(), "fine locally");
+        pairs.push(("AWS_LAMBDA_FUNCTION_NAME", "chatroom-auth"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert_eq!(err.var, "OTP_DELIVERY");
+        assert!(err.to_string().contains("refused in a Lambda"), "{err}");
+        // `log` starts (with a warning, see bootstrap), `ses` too.
+        pairs.retain(|(k, _)| *k != "OTP_DELIVERY");
+        pairs.push(("OTP_DELIVERY", "log"));
+        assert!(Config::from_lookup(lookup(&pairs)).unwrap().in_lambda);
+    }
+
+    #[test]
+    fn ses_delivery_needs_a_sender() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("OTP_DELIVERY", "ses"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert_eq!(err.var, "OTP_EMAIL_FROM");
+        assert!(err.to_string().contains("OTP_EMAIL_FROM"));
+        pairs.push(("OTP_EMAIL_FROM", "not-an-address"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "OTP_EMAIL_FROM"
+        );
+        pairs.pop();
+        pairs.push(("OTP_EMAIL_FROM", "Chatroom <noreply@example.com>"));
+        pairs.push(("SES_CONFIGURATION_SET", "auth-mail"));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.otp_delivery, OtpDelivery::Ses);
+        assert_eq!(c.ses_configuration_set.as_deref(), Some("auth-mail"));
+        assert_eq!(c.ip_limits, IpLimits::default());
+        assert_eq!(c.otp_max_wrong_per_day, 20);
     }
 
     #[test]

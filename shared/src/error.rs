@@ -24,6 +24,12 @@ pub enum AppError {
         "no valid code for this address: it expired, was used or was burned; request a new one"
     )]
     OtpExpired,
+    /// A right password for an address nobody has proven yet (403).
+    #[error(
+        "this address has not been confirmed yet: sign in with a code sent to it \
+         (send the password along with the code to keep it)"
+    )]
+    EmailNotVerified,
     #[error("{0}")]
     NotFound(String),
     #[error("an account with this email already exists")]
@@ -62,6 +68,14 @@ impl AppError {
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         Self::Internal(err.into())
+    }
+
+    /// The mail service refused or could not be reached.
+    pub fn email_unavailable() -> Self {
+        Self::Unavailable {
+            code: "email_unavailable",
+            message: "the code could not be e-mailed right now; retry shortly".into(),
+        }
     }
 
     pub fn redis_unavailable() -> Self {

@@ -7,11 +7,12 @@ use deadpool_postgres::Pool;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::auth::delivery::CodeMailer;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::otp::OtpStore;
 use crate::billing::BillingProvider;
 use crate::clients::queue::ReplyQueue;
-use crate::config::Config;
+use crate::config::{Config, OtpDelivery};
 use crate::error::AppResult;
 use crate::quota::QuotaStore;
 use crate::store::redis::Redis;
@@ -25,6 +26,8 @@ pub struct Services {
     pub redis: Redis,
     pub jwt: JwtKeys,
     pub otp: OtpStore,
+    /// Sends code e-mails; `Some` exactly when `OTP_DELIVERY=ses`.
+    pub mailer: Option<Arc<dyn CodeMailer>>,
     pub quota: Arc<dyn QuotaStore>,
     /// `None` when no queue is configured: sending then answers 503.
     pub queue: Option<Arc<dyn ReplyQueue>>,
@@ -42,7 +45,12 @@ impl AppState {
         let mut mac = Hmac::<Sha256>::new_from_slice(config.jwt_secret.expose().as_bytes())
             .expect("HMAC takes any key length");
         mac.update(b"chatroom-lambda/otp-hash-key/v1");
-        let otp = OtpStore::new(redis.clone(), &mac.finalize().into_bytes());
+        let otp = OtpStore::new(
+            redis.clone(),
+            &mac.finalize().into_bytes(),
+            config.otp_max_wrong_per_day,
+        );
+        let mailer = mailer_from_config(&config)?;
         let quota = crate::quota::store_from_config(&config, &redis)?;
         let queue = queue_from_config(&config)?;
         let billing = billing_from_config(&config)?;
@@ -52,6 +60,7 @@ impl AppState {
             redis,
             jwt,
             otp,
+            mailer,
             quota,
             queue,
             billing,
@@ -87,6 +96,31 @@ fn queue_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueu
 
 #[cfg(not(feature = "sqs"))]
 fn queue_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
+    Ok(None)
+}
+
+#[cfg(feature = "ses")]
+fn mailer_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn CodeMailer>>> {
+    if config.otp_delivery != OtpDelivery::Ses {
+        return Ok(None);
+    }
+    let from = config
+        .otp_email_from
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("OTP_EMAIL_FROM is required when OTP_DELIVERY=ses"))?;
+    Ok(Some(Arc::new(crate::clients::ses::SesMailer::from_env(
+        from,
+        config.ses_configuration_set.clone(),
+    ))))
+}
+
+#[cfg(not(feature = "ses"))]
+fn mailer_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn CodeMailer>>> {
+    if config.otp_delivery == OtpDelivery::Ses {
+        anyhow::bail!(
+            "configuration error: OTP_DELIVERY: `ses` needs a build with the `ses` feature"
+        );
+    }
     Ok(None)
 }
 

@@ -145,6 +145,11 @@ pub fn test_config(database_url: &str) -> Config {
         otp_delivery: OtpDelivery::Response,
         otp_min_interval_secs: 30,
         otp_max_per_hour: 10,
+        otp_max_wrong_per_day: 20,
+        otp_email_from: None,
+        ses_configuration_set: None,
+        ip_limits: shared::config::IpLimits::default(),
+        in_lambda: false,
         quota_backend: shared::config::QuotaBackend::Redis,
         quota_table: None,
         basic_daily_limit: 5,
@@ -371,6 +376,17 @@ impl TestApp {
             .to_string()
     }
 
+    /// Signs in with a fresh code, sending `password` along (the first sign-in keeps a
+    /// signup password only when it carries it); returns the answer.
+    pub async fn verify_with_password(&self, email: &str, password: Option<&str>) -> TestResponse {
+        let otp = self.request_otp(email).await;
+        let mut body = json!({ "email": email, "otp": otp });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        self.post("/auth/verify-otp", body).await
+    }
+
     /// Signs a new user up and logs in with a one-time code; returns the token.
     pub async fn user_token(&self, email: &str) -> String {
         let r = self.signup(email, None).await;
@@ -477,6 +493,84 @@ pub fn secrets_client() -> aws_sdk_secretsmanager::Client {
         .endpoint_url(aws_endpoint())
         .build();
     aws_sdk_secretsmanager::Client::from_conf(conf)
+}
+
+pub fn ses_client(endpoint: &str) -> aws_sdk_sesv2::Client {
+    use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_sesv2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sesv2::Client::from_conf(conf)
+}
+
+/// An app that e-mails codes through SES at `endpoint` (moto, or a fake) from `from`.
+pub async fn ses_app(endpoint: &str, from: &str, configuration_set: Option<&str>) -> TestApp {
+    let client = ses_client(endpoint);
+    let (from, set) = (from.to_string(), configuration_set.map(String::from));
+    let mailer = shared::clients::ses::SesMailer::with_client(client, from.clone(), set.clone());
+    TestApp::spawn_full(
+        |c| {
+            c.otp_delivery = OtpDelivery::Ses;
+            c.otp_email_from = Some(from);
+            c.ses_configuration_set = set;
+        },
+        |s| s.mailer = Some(Arc::new(mailer)),
+    )
+    .await
+}
+
+/// Marks `address` a verified SES identity in the emulator (as the console would).
+pub async fn verify_ses_identity(address: &str) {
+    ses_client(&aws_endpoint())
+        .create_email_identity()
+        .email_identity(address)
+        .send()
+        .await
+        .expect("moto creates the identity");
+}
+
+/// The e-mails the emulator's SES accepted for `to`: `(subject, body)`, oldest first.
+/// moto keeps the HTML body of a message that has both.
+pub async fn ses_sent_to(to: &str) -> Vec<(String, String)> {
+    let data: Value = reqwest::get(format!("{}/moto-api/data.json", aws_endpoint()))
+        .await
+        .expect("moto answers")
+        .json()
+        .await
+        .expect("moto data is JSON");
+    data["ses"]["Message"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["destinations"]["ToAddresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == to))
+        })
+        .map(|m| {
+            (
+                m["subject"].as_str().unwrap_or_default().to_string(),
+                m["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The six-digit code in an e-mail body.
+pub fn code_in(body: &str) -> String {
+    let digits: Vec<char> = body.chars().collect();
+    digits
+        .windows(8)
+        .find(|w| {
+            !w[0].is_ascii_digit()
+                && !w[7].is_ascii_digit()
+                && w[1..7].iter().all(char::is_ascii_digit)
+        })
+        .map(|w| w[1..7].iter().collect())
+        .unwrap_or_else(|| panic!("no six-digit code in {body}"))
 }
 
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {

@@ -1,17 +1,19 @@
-//! Routes of the auth function: sign-up, one-time codes, passwords.
+//! Routes of the auth function: sign-up, one-time codes, passwords, sign-out.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use shared::auth::jwt::IssuedToken;
 use shared::auth::otp::{self, Purpose};
 use shared::auth::users::UserView;
-use shared::auth::{self, SignupInput};
-use shared::http::{ApiJson, AuthUser};
+use shared::auth::{self, IpScope, SignupInput};
+use shared::http::{ApiJson, AuthUser, ClientIp};
 use shared::{AppResult, AppState};
 
 /// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
@@ -24,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/auth/forgot-password"),
     ("POST", "/auth/reset-password"),
     ("POST", "/auth/change-password"),
+    ("POST", "/auth/logout"),
 ];
 
 pub fn routes(state: AppState) -> Router {
@@ -35,7 +38,22 @@ pub fn routes(state: AppState) -> Router {
         .route("/auth/forgot-password", post(forgot_password))
         .route("/auth/reset-password", post(reset_password))
         .route("/auth/change-password", post(change_password))
+        .route("/auth/logout", post(logout))
+        .layer(axum::middleware::map_request(source_ip_from_api_gateway))
         .with_state(state)
+}
+
+/// Under API Gateway the client address is `requestContext.http.sourceIp` (the TCP peer
+/// is AWS's): hand it to [`ClientIp`]. Elsewhere the request has no such context.
+async fn source_ip_from_api_gateway(mut request: Request) -> Request {
+    let ip = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+        _ => None,
+    };
+    if let Some(ip) = ip {
+        request.extensions_mut().insert(ClientIp(Some(ip)));
+    }
+    request
 }
 
 #[derive(OpenApi)]
@@ -46,7 +64,8 @@ pub fn routes(state: AppState) -> Router {
     login,
     forgot_password,
     reset_password,
-    change_password
+    change_password,
+    logout
 ))]
 pub struct Api;
 
@@ -59,6 +78,9 @@ struct EmailBody {
 struct VerifyBody {
     email: String,
     otp: String,
+    /// On the first sign-in of an account created with a password: that password, to
+    /// keep it. Without it (or with another) the signup password is discarded.
+    password: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -78,6 +100,8 @@ struct ResetBody {
 struct ChangeBody {
     /// Required when the account has a password.
     current_password: Option<String>,
+    /// Required when it has none (a first password): a code from `POST /auth/forgot-password`.
+    otp: Option<String>,
     new_password: String,
 }
 
@@ -105,8 +129,10 @@ struct Done {
     responses((status = 201, body = SignedUp), (status = 409, description = "email_taken")))]
 async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignupInput>,
 ) -> AppResult<(StatusCode, Json<SignedUp>)> {
+    auth::throttle_ip(&state, IpScope::Signup, ip.as_deref()).await?;
     let user = auth::signup(&state, body).await?;
     Ok((
         StatusCode::CREATED,
@@ -116,7 +142,13 @@ async fn signup(
     ))
 }
 
-async fn issue_code(state: &AppState, email: &str, purpose: Purpose) -> AppResult<Json<CodeSent>> {
+async fn issue_code(
+    state: &AppState,
+    ip: Option<&str>,
+    email: &str,
+    purpose: Purpose,
+) -> AppResult<Json<CodeSent>> {
+    auth::throttle_ip(state, IpScope::CodeRequest, ip).await?;
     let outcome = auth::request_code(state, email, purpose).await?;
     Ok(Json(CodeSent {
         message: "If this address has an account, a code has been sent to it.",
@@ -127,60 +159,74 @@ async fn issue_code(state: &AppState, email: &str, purpose: Purpose) -> AppResul
 
 /// E-mail a sign-in code (the answer is the same whether or not the address is registered).
 #[utoipa::path(post, path = "/auth/send-otp", tag = "auth", request_body = EmailBody,
-    responses((status = 200, body = CodeSent)))]
+    responses((status = 200, body = CodeSent),
+        (status = 503, description = "The e-mail could not be sent (`email_unavailable`); no code is left valid and the request is not counted: retry after `Retry-After`")))]
 async fn send_otp(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> AppResult<Json<CodeSent>> {
-    issue_code(&state, &body.email, Purpose::Login).await
+    issue_code(&state, ip.as_deref(), &body.email, Purpose::Login).await
 }
 
-/// E-mail a password-reset code.
+/// E-mail a password code (to reset a password, or to set a first one).
 #[utoipa::path(post, path = "/auth/forgot-password", tag = "auth", request_body = EmailBody,
-    responses((status = 200, body = CodeSent)))]
+    responses((status = 200, body = CodeSent),
+        (status = 503, description = "The e-mail could not be sent (`email_unavailable`); no code is left valid and the request is not counted: retry after `Retry-After`")))]
 async fn forgot_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> AppResult<Json<CodeSent>> {
-    issue_code(&state, &body.email, Purpose::PasswordReset).await
+    issue_code(&state, ip.as_deref(), &body.email, Purpose::PasswordReset).await
 }
 
-/// Exchange a sign-in code for an access token.
+/// Exchange a sign-in code for an access token. The first code used proves the address.
 #[utoipa::path(post, path = "/auth/verify-otp", tag = "auth", request_body = VerifyBody,
-    responses((status = 200, body = IssuedToken)))]
+    responses((status = 200, body = IssuedToken),
+        (status = 429, description = "Too many wrong codes for this address in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`")))]
 async fn verify_otp(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> AppResult<Json<IssuedToken>> {
+    auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
     Ok(Json(
-        auth::verify_code(&state, &body.email, &body.otp).await?,
+        auth::verify_code(&state, &body.email, &body.otp, body.password).await?,
     ))
 }
 
 /// Sign in with a password.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = IssuedToken)))]
+    responses((status = 200, body = IssuedToken),
+        (status = 403, description = "Right password, but the address was never confirmed by a code (`email_not_verified`): sign in with a code first")))]
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> AppResult<Json<IssuedToken>> {
+    auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
     Ok(Json(auth::login(&state, &body.email, body.password).await?))
 }
 
 /// Set a new password with a reset code; every older token stops working.
 #[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetBody,
-    responses((status = 200, body = Done)))]
+    responses((status = 200, body = Done),
+        (status = 429, description = "Too many wrong codes for this address in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`")))]
 async fn reset_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> AppResult<Json<Done>> {
+    auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
     auth::reset_password(&state, &body.email, &body.otp, body.new_password).await?;
     Ok(Json(Done {
         message: "Password updated. Sign in again with the new password.",
     }))
 }
 
-/// Change (or set) the password; returns a fresh token, older ones stop working.
+/// Change the password (with `current_password`) or set a first one (with `otp`, a
+/// code from forgot-password); returns a fresh token, older ones stop working.
 #[utoipa::path(post, path = "/auth/change-password", tag = "auth", request_body = ChangeBody,
     security(("bearer" = [])), responses((status = 200, body = IssuedToken)))]
 async fn change_password(
@@ -189,6 +235,21 @@ async fn change_password(
     ApiJson(body): ApiJson<ChangeBody>,
 ) -> AppResult<Json<IssuedToken>> {
     Ok(Json(
-        auth::change_password(&state, &user, body.current_password, body.new_password).await?,
+        auth::change_password(
+            &state,
+            &user,
+            body.current_password,
+            body.otp,
+            body.new_password,
+        )
+        .await?,
     ))
+}
+
+/// Sign out everywhere: every token issued before this call stops working.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    security(("bearer" = [])), responses((status = 204, description = "Signed out")))]
+async fn logout(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<StatusCode> {
+    auth::logout(&state, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,8 @@
-//! Sign-up and sign-in rules: e-mailed one-time codes, optional passwords, revocation.
+//! Sign-up and sign-in rules: e-mailed one-time codes, optional passwords, proven
+//! ownership of an address, throttles, revocation.
 //! Plain functions over the service state; no HTTP types here.
 
+pub mod delivery;
 pub mod email;
 pub mod jwt;
 pub mod otp;
@@ -26,6 +28,35 @@ const LOGIN_LIMITS: Limits = Limits {
     per_window: 20,
     window_secs: 900,
 };
+
+/// Which per-IP budget a request draws on (see `IpLimits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpScope {
+    Signup,
+    CodeRequest,
+    SignIn,
+}
+
+/// Counts one request from `ip` against its hourly budget; 429 past it. Without a known
+/// client address (a test calling the router directly) there is nothing to count.
+pub async fn throttle_ip(state: &AppState, scope: IpScope, ip: Option<&str>) -> AppResult<()> {
+    let Some(ip) = ip else { return Ok(()) };
+    let l = &state.config.ip_limits;
+    let (name, per_hour) = match scope {
+        IpScope::Signup => ("ip-signup", l.signups_per_hour),
+        IpScope::CodeRequest => ("ip-code", l.code_requests_per_hour),
+        IpScope::SignIn => ("ip-signin", l.sign_in_attempts_per_hour),
+    };
+    if per_hour == 0 {
+        return Ok(());
+    }
+    let limits = Limits {
+        min_gap_secs: 0,
+        per_window: per_hour,
+        window_secs: 3600,
+    };
+    throttle::hit(&state.redis, name, ip, limits).await
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignupInput {
@@ -68,9 +99,28 @@ pub struct CodeRequest {
     pub code: Option<String>,
 }
 
+/// With e-mail delivery, a code request answers no sooner than this after it arrived,
+/// whether or not an e-mail was sent: a typical SES call takes well under it, so the
+/// answer's timing does not tell registered addresses from unknown ones.
+pub const SES_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Issues a code when the address belongs to a user. Throttling applies first and to
-/// every address alike, so neither the answer nor a 429 reveals who is registered.
+/// every address alike, so neither the answer, nor a 429, nor (with SES) its timing
+/// reveals who is registered.
 pub async fn request_code(
+    state: &AppState,
+    raw_email: &str,
+    purpose: Purpose,
+) -> AppResult<CodeRequest> {
+    let floor = tokio::time::Instant::now() + SES_ANSWER_FLOOR;
+    let outcome = issue_and_deliver(state, raw_email, purpose).await;
+    if state.config.otp_delivery == OtpDelivery::Ses && outcome.is_ok() {
+        tokio::time::sleep_until(floor).await;
+    }
+    outcome
+}
+
+async fn issue_and_deliver(
     state: &AppState,
     raw_email: &str,
     purpose: Purpose,
@@ -92,6 +142,28 @@ pub async fn request_code(
     };
     let code = state.otp.issue(purpose, &email).await?;
     match state.config.otp_delivery {
+        OtpDelivery::Ses => {
+            let mailer = state.mailer.as_ref().ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!("OTP_DELIVERY=ses without a mailer"))
+            })?;
+            let message = delivery::compose(purpose, &code, otp::TTL_SECS);
+            if let Err(e) = mailer.send(&email, &message).await {
+                tracing::warn!(user_id = %user.id, purpose = purpose.as_str(), reason = %e.0,
+                    "code e-mail not sent; the code is withdrawn and the request not counted");
+                // Best effort: the e-mail error is what the caller needs to hear.
+                if let Err(e) = state.otp.revoke(purpose, &email).await {
+                    tracing::error!(error = %e, "could not withdraw an undelivered code");
+                }
+                if let Err(e) =
+                    throttle::refund(&state.redis, purpose.as_str(), email.as_str()).await
+                {
+                    tracing::warn!(error = %e, "could not refund the send throttle");
+                }
+                return Err(AppError::email_unavailable());
+            }
+            tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code e-mailed");
+            Ok(CodeRequest { code: None })
+        }
         OtpDelivery::Response => {
             tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code issued (returned in response: dev mode)");
             Ok(CodeRequest { code: Some(code) })
@@ -103,14 +175,38 @@ pub async fn request_code(
     }
 }
 
-pub async fn verify_code(state: &AppState, raw_email: &str, code: &str) -> AppResult<IssuedToken> {
+/// Signs in with a code. The first code used for an address proves it: a password set
+/// at signup survives only when `password` is that same password (whoever set it before
+/// the owner showed up cannot keep a way in).
+pub async fn verify_code(
+    state: &AppState,
+    raw_email: &str,
+    code: &str,
+    password_attempt: Option<String>,
+) -> AppResult<IssuedToken> {
     let email = Email::parse(raw_email)?;
     state.otp.verify(Purpose::Login, &email, code).await?;
     let db = state.db().await?;
     // The account may have vanished since the code was issued.
-    let user = users::by_email(&db, &email)
+    let mut user = users::by_email(&db, &email)
         .await?
         .ok_or(AppError::InvalidOtp)?;
+    if user.email_verified_at.is_none() {
+        let keep = match (password_attempt, &user.password_hash) {
+            (Some(attempt), Some(_)) => {
+                password::verify(attempt, user.password_hash.clone()).await?
+            }
+            _ => false,
+        };
+        let had_password = user.password_hash.is_some();
+        user = users::mark_verified(&db, user.id, keep).await?;
+        tracing::info!(
+            user_id = %user.id,
+            password_kept = keep,
+            password_dropped = had_password && !keep,
+            "address proven by its first code"
+        );
+    }
     tracing::info!(user_id = %user.id, "signed in with a code");
     state.jwt.issue(user.id, user.token_version)
 }
@@ -129,6 +225,10 @@ pub async fn login(
         return Err(AppError::InvalidCredentials);
     }
     let user = user.ok_or(AppError::InvalidCredentials)?;
+    // Only someone who knows the password learns this, so it reveals nothing new.
+    if user.email_verified_at.is_none() {
+        return Err(AppError::EmailNotVerified);
+    }
     tracing::info!(user_id = %user.id, "signed in with a password");
     state.jwt.issue(user.id, user.token_version)
 }
@@ -151,19 +251,35 @@ pub async fn reset_password(
     let user = users::by_email(&db, &email)
         .await?
         .ok_or(AppError::InvalidOtp)?;
-    users::set_password(&db, user.id, &hash).await?;
+    users::set_password(&db, user.id, &hash, true).await?;
     tracing::info!(user_id = %user.id, "password reset; older tokens revoked");
     Ok(())
 }
 
+/// Changes the password (with `current`), or sets a first one on a code-only account
+/// (with a fresh code from forgot-password, `code`: a stolen token alone must not
+/// become lasting access).
 pub async fn change_password(
     state: &AppState,
     user: &User,
     current: Option<String>,
+    code: Option<String>,
     new_password: String,
 ) -> AppResult<IssuedToken> {
     password::validate(&new_password)?;
-    if user.password_hash.is_some() {
+    let first = user.password_hash.is_none();
+    if first {
+        let code = code.ok_or_else(|| {
+            AppError::validation(
+                "otp is required to set a first password: request one with POST /auth/forgot-password",
+            )
+        })?;
+        let email = Email::parse(&user.email)?;
+        state
+            .otp
+            .verify(Purpose::PasswordReset, &email, &code)
+            .await?;
+    } else {
         let current = current.ok_or_else(|| {
             AppError::validation("current_password is required when a password is set")
         })?;
@@ -174,9 +290,17 @@ pub async fn change_password(
     }
     let hash = password::hash(new_password).await?;
     let db = state.db().await?;
-    let updated = users::set_password(&db, user.id, &hash).await?;
+    let updated = users::set_password(&db, user.id, &hash, first).await?;
     tracing::info!(user_id = %user.id, "password changed; older tokens revoked");
     state.jwt.issue(updated.id, updated.token_version)
+}
+
+/// Signs out everywhere: every token issued so far stops working.
+pub async fn logout(state: &AppState, user: &User) -> AppResult<()> {
+    let db = state.db().await?;
+    users::revoke_tokens(&db, user.id).await?;
+    tracing::info!(user_id = %user.id, "signed out; every older token revoked");
+    Ok(())
 }
 
 pub async fn me(state: &AppState, id: Uuid) -> AppResult<User> {

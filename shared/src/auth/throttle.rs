@@ -29,6 +29,25 @@ if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end
 return 0
 "#;
 
+// KEYS as above. Gives back one counted attempt and lifts the gap it set.
+const REFUND: &str = r#"
+redis.call('DEL', KEYS[1])
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n > 0 then redis.call('DECR', KEYS[2]) end
+return 0
+"#;
+
+/// Undoes one [`hit`] for `subject` (an attempt that failed on our side, such as an
+/// e-mail that could not be sent, must not use up the caller's budget).
+pub async fn refund(redis: &Redis, scope: &str, subject: &str) -> Result<(), AppError> {
+    let _: i64 = Script::new(REFUND)
+        .key(redis.key(&["throttle", scope, "gap", subject]))
+        .key(redis.key(&["throttle", scope, "window", subject]))
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok(())
+}
+
 /// Counts one attempt for `subject`; refuses with 429 and a retry delay when over.
 pub async fn hit(
     redis: &Redis,

@@ -16,6 +16,9 @@ pub struct User {
     pub password_hash: Option<String>,
     pub token_version: i32,
     pub tier: String,
+    /// When a code sent to the address was first used: until then, the address's owner
+    /// has not shown up and a password chosen at signup does not sign anyone in.
+    pub email_verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -27,6 +30,8 @@ pub struct UserView {
     pub name: Option<String>,
     pub tier: String,
     pub has_password: bool,
+    /// Whether the address has been proven by a code sent to it.
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -38,12 +43,14 @@ impl From<&User> for UserView {
             name: u.name.clone(),
             tier: u.tier.clone(),
             has_password: u.password_hash.is_some(),
+            email_verified: u.email_verified_at.is_some(),
             created_at: u.created_at,
         }
     }
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, token_version, tier, created_at";
+const COLUMNS: &str =
+    "id, email, name, password_hash, token_version, tier, email_verified_at, created_at";
 
 fn from_row(row: &Row) -> User {
     User {
@@ -53,6 +60,7 @@ fn from_row(row: &Row) -> User {
         password_hash: row.get("password_hash"),
         token_version: row.get("token_version"),
         tier: row.get("tier"),
+        email_verified_at: row.get("email_verified_at"),
         created_at: row.get("created_at"),
     }
 }
@@ -95,17 +103,62 @@ pub async fn by_id(db: &deadpool_postgres::Client, id: Uuid) -> AppResult<Option
 }
 
 /// Sets the password and bumps the token version, revoking every older token.
+/// `proven`: the caller just used a code sent to the address, which proves it.
 pub async fn set_password(
     db: &deadpool_postgres::Client,
     id: Uuid,
     password_hash: &str,
+    proven: bool,
 ) -> AppResult<User> {
     let sql = format!(
-        "UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now() \
+        "UPDATE users SET password_hash = $2, token_version = token_version + 1, \
+         email_verified_at = CASE WHEN $3 THEN coalesce(email_verified_at, now()) \
+         ELSE email_verified_at END, updated_at = now() \
          WHERE id = $1 RETURNING {COLUMNS}"
     );
     let row = db
-        .query_opt(&db.prepare_cached(&sql).await?, &[&id, &password_hash])
+        .query_opt(
+            &db.prepare_cached(&sql).await?,
+            &[&id, &password_hash, &proven],
+        )
+        .await?;
+    row.as_ref()
+        .map(from_row)
+        .ok_or_else(|| AppError::NotFound("user not found".into()))
+}
+
+/// Records that the owner proved the address. A password set before that is kept only
+/// when `keep_password` (the owner presented it); otherwise it is dropped and the token
+/// version bumps. Proving an already proven address changes nothing.
+pub async fn mark_verified(
+    db: &deadpool_postgres::Client,
+    id: Uuid,
+    keep_password: bool,
+) -> AppResult<User> {
+    let sql = format!(
+        "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), \
+         token_version = token_version + CASE WHEN email_verified_at IS NULL \
+           AND password_hash IS NOT NULL AND NOT $2 THEN 1 ELSE 0 END, \
+         password_hash = CASE WHEN email_verified_at IS NULL AND NOT $2 THEN NULL \
+           ELSE password_hash END, \
+         updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id, &keep_password])
+        .await?;
+    row.as_ref()
+        .map(from_row)
+        .ok_or_else(|| AppError::NotFound("user not found".into()))
+}
+
+/// Bumps the token version: every token issued so far stops working (sign-out).
+pub async fn revoke_tokens(db: &deadpool_postgres::Client, id: Uuid) -> AppResult<User> {
+    let sql = format!(
+        "UPDATE users SET token_version = token_version + 1, updated_at = now() \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id])
         .await?;
     row.as_ref()
         .map(from_row)

@@ -21,6 +21,7 @@ impl AppError {
             Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Self::InvalidOtp => (StatusCode::UNAUTHORIZED, "invalid_otp"),
             Self::OtpExpired => (StatusCode::UNAUTHORIZED, "otp_expired"),
+            Self::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),

@@ -107,3 +107,24 @@ where
         Ok(Self(Some(value)))
     }
 }
+
+/// The client's IP address, for per-IP throttles: what a layer put in the request's
+/// extensions (the Lambda entry point copies API Gateway's `requestContext.http.sourceIp`
+/// there), else the peer address the local server saw. Never a header a client can set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(known) = parts.extensions.get::<ClientIp>() {
+            return Ok(known.clone());
+        }
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(peer))
+    }
+}

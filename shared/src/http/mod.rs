@@ -9,7 +9,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use error::ensure_error_envelope;
-pub use extract::{ApiJson, AuthUser, OptionalJson};
+pub use extract::{ApiJson, AuthUser, ClientIp, OptionalJson};
 
 /// Largest request body accepted by any route.
 pub const BODY_LIMIT: usize = 64 * 1024;

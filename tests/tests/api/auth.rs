@@ -230,6 +230,9 @@ async fn password_login() {
     let app = TestApp::spawn().await;
     let email = unique_email("pw");
     app.signup(&email, Some("password123")).await;
+    // The first code sign-in proves the address and, carrying it, keeps the password.
+    let r = app.verify_with_password(&email, Some("password123")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = app
         .post(
             "/auth/login",
@@ -278,12 +281,39 @@ async fn change_password_revokes_older_tokens() {
     let email = unique_email("change");
     let old = app.user_token(&email).await;
 
-    // No password yet: current_password is not needed.
+    // No password yet: current_password is not needed, but a fresh code is, so a
+    // stolen token alone cannot become a lasting password.
     let r = app
         .call(
             Method::POST,
             "/auth/change-password",
             Some(json!({ "new_password": "first-password" })),
+            Some(&old),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("otp"));
+    let r = app
+        .call(
+            Method::POST,
+            "/auth/change-password",
+            Some(json!({ "new_password": "first-password", "otp": "12345x" })),
+            Some(&old),
+        )
+        .await;
+    assert_eq!(r.error_code(), "otp_expired", "no code was requested yet");
+    let code = app
+        .post("/auth/forgot-password", json!({ "email": email }))
+        .await
+        .body["otp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .call(
+            Method::POST,
+            "/auth/change-password",
+            Some(json!({ "new_password": "first-password", "otp": code })),
             Some(&old),
         )
         .await;
@@ -362,6 +392,10 @@ async fn forgot_and_reset_password() {
     let email = unique_email("reset");
     let r = app.signup(&email, Some("original-pass")).await;
     assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .verify_with_password(&email, Some("original-pass"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let before = app
         .post(
             "/auth/login",

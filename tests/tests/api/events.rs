@@ -253,6 +253,11 @@ async fn every_sample_event_runs_through_its_function() {
     );
     run.http("chatroom/delete.json", StatusCode::NO_CONTENT)
         .await;
+    // Sign-out: the token that made the call stops working.
+    let r = run.http("auth/logout.json", StatusCode::NO_CONTENT).await;
+    assert!(r.body.is_null());
+    let r = run.http("user/me.json", StatusCode::UNAUTHORIZED).await;
+    assert_eq!(r.error_code(), "unauthorized");
 
     let mut all = BTreeSet::new();
     for dir in std::fs::read_dir(events_dir()).unwrap() {

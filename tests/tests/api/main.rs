@@ -17,6 +17,7 @@ mod panics;
 mod quota;
 mod routes;
 mod secrets;
+mod signin;
 mod sweeper;
 mod tls;
 mod unavailable;
