@@ -18,23 +18,26 @@ command -v wrk >/dev/null || apt_install wrk
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$(state_dir bench)/bin"
 mkdir -p "$BIN_DIR"
 if [ -n "$QUICK" ]; then
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins
     PROFILE=debug
-    for f in $FUNCTIONS hello; do ln -sf "$ROOT/target/debug/$f" "$BIN_DIR/$f"; done
+    for f in $FUNCTIONS hello; do ln -sf "$TARGET/debug/$f" "$BIN_DIR/$f"; done
 else
     bash scripts/package.sh
     cargo build -q --release -p bench -p local-server --bins
     PROFILE=release
     # Measure exactly what ships: the bootstrap inside each function's zip.
     for f in $FUNCTIONS; do
-        unzip -o -q "$ROOT/target/lambda/$f/bootstrap.zip" bootstrap -d "$BIN_DIR/$f.pkg"
+        unzip -o -q "$TARGET/lambda/$f/bootstrap.zip" bootstrap -d "$BIN_DIR/$f.pkg"
         ln -sf "$BIN_DIR/$f.pkg/bootstrap" "$BIN_DIR/$f"
     done
-    ln -sf "$ROOT/target/release/hello" "$BIN_DIR/hello"
+    ln -sf "$TARGET/release/hello" "$BIN_DIR/hello"
 fi
+# Copies, so that another build into a shared target directory cannot swap them mid-run.
+for b in local-server bench; do cp "$TARGET/$PROFILE/$b" "$BIN_DIR/$b.run"; done
 
 STATE="$(state_dir bench)"
 fresh_postgres "$STATE/pg" "$PG_PORT"
@@ -49,8 +52,8 @@ port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
 # The merged local server stands in for the HTTP functions under load; a larger pool
 # than a Lambda container's, since one process serves all 50 connections here.
 REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
-    "$ROOT/target/$PROFILE/local-server" >"$STATE/server.log" 2>&1 &
+    "$BIN_DIR/local-server.run" >"$STATE/server.log" 2>&1 &
 STARTED_PIDS+=("$!")
 for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
 
-BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$ROOT/target/$PROFILE/bench" $QUICK
+BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$BIN_DIR/bench.run" $QUICK

@@ -26,7 +26,7 @@ pub async fn enforce(
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    chat::owned_chatroom(&state, user.id, chatroom).await?;
+    chat::ensure_owned(&state, user.id, chatroom).await?;
     let mut request = request;
     if let Some(key) = crate::idempotency_key(request.headers())? {
         // Buffer the body so a reused key with different content is told apart.
