@@ -382,7 +382,11 @@ async fn warm(
 }
 
 /// `n` new chatrooms of `user`, with nothing in them.
-async fn load_rooms(db: &tokio_postgres::Client, user: Uuid, n: usize) -> anyhow::Result<Vec<Uuid>> {
+async fn load_rooms(
+    db: &tokio_postgres::Client,
+    user: Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
     let mut rooms = Vec::with_capacity(n);
     for _ in 0..n {
         let room = Uuid::now_v7();
@@ -517,16 +521,56 @@ async fn sustained(
         let mb = 1_048_576.0;
         // After the warm figures, before the worker's.
         let o = 3;
-        report.add(o, &section, "send: req/s per slice (min / median / max)", "req/s", rps.clone());
+        report.add(
+            o,
+            &section,
+            "send: req/s per slice (min / median / max)",
+            "req/s",
+            rps.clone(),
+        );
         report.add(o, &section, "send: first slice", "req/s", vec![rps[0]]);
-        report.add(o, &section, "send: last slice", "req/s", vec![*rps.last().unwrap()]);
-        report.add(o, &section, "send: last slice / first slice", "%", vec![ratio]);
-        report.add(o, &section, "messages still pending after the worker caught up", "messages", vec![pending as f64]);
+        report.add(
+            o,
+            &section,
+            "send: last slice",
+            "req/s",
+            vec![*rps.last().unwrap()],
+        );
+        report.add(
+            o,
+            &section,
+            "send: last slice / first slice",
+            "%",
+            vec![ratio],
+        );
+        report.add(
+            o,
+            &section,
+            "messages still pending after the worker caught up",
+            "messages",
+            vec![pending as f64],
+        );
         for (what, b, a) in [
-            ("chatrooms table", before.chatrooms_table, after.chatrooms_table),
-            ("chatrooms indexes", before.chatrooms_indexes, after.chatrooms_indexes),
-            ("messages table", before.messages_table, after.messages_table),
-            ("messages indexes", before.messages_indexes, after.messages_indexes),
+            (
+                "chatrooms table",
+                before.chatrooms_table,
+                after.chatrooms_table,
+            ),
+            (
+                "chatrooms indexes",
+                before.chatrooms_indexes,
+                after.chatrooms_indexes,
+            ),
+            (
+                "messages table",
+                before.messages_table,
+                after.messages_table,
+            ),
+            (
+                "messages indexes",
+                before.messages_indexes,
+                after.messages_indexes,
+            ),
         ] {
             report.add(o, &section, &format!("{what}: before"), "MB", vec![b / mb]);
             report.add(o, &section, &format!("{what}: after"), "MB", vec![a / mb]);
@@ -536,7 +580,9 @@ async fn sustained(
             &section,
             "chatrooms table + indexes per chatroom: after",
             "kB",
-            vec![(after.chatrooms_table + after.chatrooms_indexes) / 1024.0 / after.chatrooms as f64],
+            vec![
+                (after.chatrooms_table + after.chatrooms_indexes) / 1024.0 / after.chatrooms as f64,
+            ],
         );
         report.add(
             o,

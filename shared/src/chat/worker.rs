@@ -222,7 +222,9 @@ impl Worker {
         let db = self.state.db().await?;
         let row = db
             .query_one(
-                &db.prepare_cached(SAVE_REPLY).await.map_err(AppError::from)?,
+                &db.prepare_cached(SAVE_REPLY)
+                    .await
+                    .map_err(AppError::from)?,
                 &[
                     &Uuid::now_v7(),
                     &message.chatroom_id,

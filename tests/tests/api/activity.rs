@@ -75,10 +75,17 @@ async fn list_order_and_last_activity_follow_messages_and_replies() {
     );
     let sent_b = app.send_message(&token, &b, "first in B").await;
     assert_eq!(sent_b.status, StatusCode::ACCEPTED, "{}", sent_b.body);
-    assert_eq!(list(&app, &token).await.0, [b.as_str(), a.as_str(), c.as_str()]);
+    assert_eq!(
+        list(&app, &token).await.0,
+        [b.as_str(), a.as_str(), c.as_str()]
+    );
 
     // A reply is activity too: answering only A's message puts A back on top.
-    let a_message: Uuid = sent_a.body["message"]["id"].as_str().unwrap().parse().unwrap();
+    let a_message: Uuid = sent_a.body["message"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let outcome = app
         .worker
         .process(
@@ -98,7 +105,10 @@ async fn list_order_and_last_activity_follow_messages_and_replies() {
     let a_activity = time(&room(&body, &a)["last_activity_at"]);
     assert_eq!(a_activity, time(&messages[1]["created_at"]));
     // The detail view says the same as the list.
-    assert_eq!(time(&shown.body["chatroom"]["last_activity_at"]), a_activity);
+    assert_eq!(
+        time(&shown.body["chatroom"]["last_activity_at"]),
+        a_activity
+    );
 
     // Renaming is not activity: the order and the time stay, `updated_at` moves.
     let r = app
@@ -116,11 +126,17 @@ async fn list_order_and_last_activity_follow_messages_and_replies() {
         time(&renamed["created_at"])
     );
     assert!(time(&renamed["updated_at"]) > time(&renamed["created_at"]));
-    assert_eq!(list(&app, &token).await.0, [a.as_str(), b.as_str(), c.as_str()]);
+    assert_eq!(
+        list(&app, &token).await.0,
+        [a.as_str(), b.as_str(), c.as_str()]
+    );
 
     // B's reply comes last and wins.
     app.run_worker().await;
-    assert_eq!(list(&app, &token).await.0, [b.as_str(), a.as_str(), c.as_str()]);
+    assert_eq!(
+        list(&app, &token).await.0,
+        [b.as_str(), a.as_str(), c.as_str()]
+    );
 }
 
 #[tokio::test]
@@ -221,7 +237,12 @@ async fn failed_and_stored_replies_invalidate_the_list() {
     is_miss(&app, &token, "a reply").await;
     let (_, body) = list(&app, &token).await;
     let shown = app.get(&format!("/chatroom/{room}"), &token).await;
-    let last = shown.body["messages"].as_array().unwrap().last().unwrap().clone();
+    let last = shown.body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["role"], "model");
     assert_eq!(
         time(&room_of(&body, &room)["last_activity_at"]),
@@ -275,7 +296,10 @@ async fn a_send_racing_the_chatroom_deletion_is_404() {
         if waiting > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the send never waited on the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the send never waited on the lock"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tx.commit().await.unwrap();
@@ -283,4 +307,50 @@ async fn a_send_racing_the_chatroom_deletion_is_404() {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert_eq!(r.error_code(), "not_found");
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+}
+
+/// Two deliveries of one job answering at the same time (SQS may deliver twice): the
+/// one-statement save stores exactly one reply and the other delivery stores nothing.
+#[tokio::test]
+async fn concurrent_deliveries_store_one_reply() {
+    let app = TestApp::spawn().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(gemini_text("only once"))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&app.gemini)
+        .await;
+    let token = app.user_token(&unique_email("twice")).await;
+    let room = app.create_chatroom(&token, Some("twice")).await;
+    let sent = app.send_message(&token, &room, "hello").await;
+    let message_id: Uuid = sent.body["message"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = || ReplyJob { message_id };
+    // Both claim the pending message, both wait on the model, both try to store.
+    let (first, second) = tokio::join!(app.worker.process(job(), 1), app.worker.process(job(), 2));
+    let mut outcomes = [first.unwrap(), second.unwrap()];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Answered,
+            Outcome::Skipped("message already processed")
+        ]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE role = 'model'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE role = 'user' AND status = 'answered'")
+            .await,
+        1
+    );
 }
