@@ -849,6 +849,31 @@ async fn growth(
         "ms",
         vec![p50],
     );
+    // A cache miss pays the list query: each chatroom's latest activity is one probe of
+    // its newest message. Two messages in each, so that every probe finds one.
+    db.execute(
+        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         SELECT gen_random_uuid(), c.id, $1, 'user', 'hello', 'failed' \
+         FROM chatrooms c, generate_series(1, 2) WHERE c.user_id = $1",
+        &[&user],
+    )
+    .await?;
+    db.batch_execute("ANALYZE chatrooms; ANALYZE messages")
+        .await?;
+    let mut query = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let rooms = shared::chat::chatrooms::list(&worker.state.db().await?, user).await?;
+        query.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(rooms.len() == 1000);
+    }
+    report.add(
+        5,
+        "cost growth",
+        "list query (a cache miss) with 1000 chatrooms",
+        "ms",
+        query,
+    );
     Ok(())
 }
 
