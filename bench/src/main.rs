@@ -466,6 +466,13 @@ async fn table_stats(db: &tokio_postgres::Client) -> anyhow::Result<TableStats> 
     })
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Sending without pause for minutes, worker answering every message, no vacuum but
 /// autovacuum's: throughput per slice must hold, and the tables must not bloat.
 async fn sustained(
@@ -495,10 +502,11 @@ async fn sustained(
         let section = format!("sustained send into {label}, {} × {slice_secs} s", slices);
         eprintln!("bench: {section}");
         let before = table_stats(db).await?;
-        let mut rps = Vec::new();
+        let (mut rps, mut load) = (Vec::new(), Vec::new());
         for _ in 0..slices {
             let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
             rps.push(r);
+            load.push(load_average());
         }
         // The worker answers in the background: wait until it has caught up, that is
         // until the pending count stops falling (bounded). What stays pending are sends
@@ -527,6 +535,12 @@ async fn sustained(
                 .map(|r| format!("{r:.0}"))
                 .collect::<Vec<_>>()
                 .join(" → ")
+        ));
+        // This suite's own load is about 2 (wrk, server, PostgreSQL on 2 cores); more
+        // means something else shared the machine during that slice.
+        report.notes.push(format!(
+            "{section}: 1-minute load average after each slice {}",
+            load.join(" / ")
         ));
         let mb = 1_048_576.0;
         // After the warm figures, before the worker's.
