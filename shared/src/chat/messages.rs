@@ -193,12 +193,10 @@ pub async fn mark_failed<C: GenericClient>(
     id: Uuid,
     reason: &str,
 ) -> AppResult<Option<Uuid>> {
+    let sql = "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
+               WHERE id = $1 AND status = 'pending' RETURNING user_id";
     let row = db
-        .query_opt(
-            "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-             WHERE id = $1 AND status = 'pending' RETURNING user_id",
-            &[&id, &reason],
-        )
+        .query_opt(&db.prepare_cached(sql).await?, &[&id, &reason])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
