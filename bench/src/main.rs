@@ -480,7 +480,14 @@ async fn sustained(
     db: &tokio_postgres::Client,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let (slices, slice_secs) = if s.quick { (3, 2) } else { (10, 30) };
+    // BENCH_SUSTAINED=<slices>x<seconds> overrides the length (e.g. full length in quick mode).
+    let (slices, slice_secs) = std::env::var("BENCH_SUSTAINED")
+        .ok()
+        .and_then(|v| {
+            let (n, secs) = v.split_once('x')?;
+            Some((n.parse::<usize>().ok()?, secs.parse::<u64>().ok()?))
+        })
+        .unwrap_or(if s.quick { (3, 2) } else { (10, 30) });
     for n_rooms in [1usize, 50] {
         let user = Uuid::now_v7();
         db.execute(
