@@ -2,14 +2,17 @@
 # `make bench` (full: release packages, long runs) or `make bench-quick` (debug build,
 # short runs: proves the suite works, judges nothing). Starts its own PostgreSQL, Redis
 # and local server, prints one table and writes bench/results/latest.json.
-# BENCH_ONLY=deletion (a comma list of cold, warm, worker, growth, deletion, sizes) runs
+# BENCH_ONLY=deletion (a comma list of cold, warm, sustained, worker, growth, deletion, sizes) runs
 # only those parts and replaces only their figures.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/services.sh"
 cd "$ROOT"
 
+# --load: the load sections only, on release builds of the local server and the bench
+# (no packaging, no cold start); the other rows are carried over from the last full run.
 QUICK=""
 [ "${1:-}" = "--quick" ] && QUICK="--quick"
+[ "${1:-}" = "--load" ] && QUICK="--load"
 PG_PORT="${BENCH_PG_PORT:-55435}"
 REDIS_PORT="${BENCH_REDIS_PORT:-56382}"
 PORT="${BENCH_PORT:-55095}"
@@ -20,11 +23,13 @@ command -v wrk >/dev/null || apt_install wrk
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
-BIN_DIR="$(state_dir bench)/bin"
-# Cargo's target directory (CARGO_TARGET_DIR when set).
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN_DIR="$(state_dir bench)/bin"
 mkdir -p "$BIN_DIR"
-if [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
+if [ "$QUICK" = "--load" ]; then
+    cargo build -q --release -p bench -p local-server --bins
+    PROFILE=release
+elif [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
     # BENCH_PROFILE=debug: full sizes on a debug build (for figures bound by PostgreSQL,
     # e.g. BENCH_ONLY=deletion, when a release build is not worth its time; noted).
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins
@@ -45,6 +50,8 @@ else
     done
     ln -sf "$TARGET/release/hello" "$BIN_DIR/hello"
 fi
+# Copies, so that another build into a shared target directory cannot swap them mid-run.
+for b in local-server bench; do cp "$TARGET/$PROFILE/$b" "$BIN_DIR/$b.run"; done
 
 STATE="$(state_dir bench)"
 fresh_postgres "$STATE/pg" "$PG_PORT"
@@ -59,8 +66,8 @@ port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
 # The merged local server stands in for the HTTP functions under load; a larger pool
 # than a Lambda container's, since one process serves all 50 connections here.
 REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
-    "$TARGET/$PROFILE/local-server" >"$STATE/server.log" 2>&1 &
+    "$BIN_DIR/local-server.run" >"$STATE/server.log" 2>&1 &
 STARTED_PIDS+=("$!")
 for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
 
-BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$TARGET/$PROFILE/bench" $QUICK
+BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$BIN_DIR/bench.run" $QUICK

@@ -20,7 +20,7 @@ done
 
 printf '%-16s %12s %12s\n' function bootstrap zip
 for f in $FUNCTIONS; do
-    zip="target/lambda/$f/bootstrap.zip"
+    zip="${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip"
     size_zip=$(stat -c%s "$zip")
     size_bin=$(unzip -p "$zip" bootstrap | wc -c)
     printf '%-16s %9.1f MB %9.1f MB\n' "$f" "$(echo "$size_bin/1048576" | bc -l)" "$(echo "$size_zip/1048576" | bc -l)"

@@ -335,26 +335,8 @@ async fn warm(
     let repeats = 3;
     // Fifty users' sends spread over fifty chatrooms, as real traffic would be: one shared
     // chatroom would measure its row lock, not the send path.
-    let mut rooms = Vec::new();
-    for _ in 0..50 {
-        let room = Uuid::now_v7();
-        db.execute(
-            "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'load')",
-            &[&room, &f.user],
-        )
-        .await?;
-        rooms.push(format!("\"/chatroom/{room}/message\""));
-    }
-    let script = std::env::temp_dir().join("bench-send.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "local rooms = {{{}}}\nwrk.method = \"POST\"\nwrk.body = '{{\"content\": \"How far is the moon?\"}}'\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             request = function() return wrk.format(nil, rooms[math.random(#rooms)]) end\n",
-            rooms.join(", ")
-        ),
-    )?;
+    let rooms = load_rooms(db, f.user, 50).await?;
+    let script = send_script("bench-send.lua", &rooms)?;
     let scenarios = [
         (
             "GET /chatroom (cache hit)",
@@ -401,6 +383,290 @@ async fn warm(
             &format!("{name}: p99"),
             "ms",
             p99,
+        );
+    }
+    Ok(())
+}
+
+/// `n` new chatrooms of `user`, with nothing in them.
+async fn load_rooms(
+    db: &tokio_postgres::Client,
+    user: Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let mut rooms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let room = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, 'load')",
+            &[&room, &user],
+        )
+        .await?;
+        rooms.push(room);
+    }
+    Ok(rooms)
+}
+
+/// A wrk script sending one message per request into a random one of `rooms`.
+fn send_script(name: &str, rooms: &[Uuid]) -> anyhow::Result<std::path::PathBuf> {
+    let paths: Vec<String> = rooms
+        .iter()
+        .map(|r| format!("\"/chatroom/{r}/message\""))
+        .collect();
+    let script = std::env::temp_dir().join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "local rooms = {{{}}}\nwrk.method = \"POST\"\nwrk.body = '{{\"content\": \"How far is the moon?\"}}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             request = function() return wrk.format(nil, rooms[math.random(#rooms)]) end\n",
+            paths.join(", ")
+        ),
+    )?;
+    Ok(script)
+}
+
+/// Sizes (table with TOAST, and its indexes) and row counters of the two tables a send
+/// writes to, as PostgreSQL reports them.
+#[derive(Debug)]
+struct TableStats {
+    chatrooms_table: f64,
+    chatrooms_indexes: f64,
+    messages_table: f64,
+    messages_indexes: f64,
+    chatrooms: i64,
+    messages: i64,
+    /// Row updates so far (all, and the HOT ones), from the statistics collector.
+    chatrooms_updates: i64,
+    chatrooms_hot_updates: i64,
+    messages_updates: i64,
+    messages_hot_updates: i64,
+}
+
+async fn table_stats(db: &tokio_postgres::Client) -> anyhow::Result<TableStats> {
+    // Row counters reach pg_stat_user_tables within a second of each transaction.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    db.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    let row = db
+        .query_one(
+            "SELECT pg_table_size('chatrooms')::float8, pg_indexes_size('chatrooms')::float8, \
+                    pg_table_size('messages')::float8, pg_indexes_size('messages')::float8, \
+                    (SELECT count(*) FROM chatrooms), (SELECT count(*) FROM messages), \
+                    (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'chatrooms'), \
+                    (SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'chatrooms'), \
+                    (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'messages'), \
+                    (SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'messages')",
+            &[],
+        )
+        .await?;
+    Ok(TableStats {
+        chatrooms_table: row.get(0),
+        chatrooms_indexes: row.get(1),
+        messages_table: row.get(2),
+        messages_indexes: row.get(3),
+        chatrooms: row.get(4),
+        messages: row.get(5),
+        chatrooms_updates: row.get(6),
+        chatrooms_hot_updates: row.get(7),
+        messages_updates: row.get(8),
+        messages_hot_updates: row.get(9),
+    })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Sending without pause for minutes, worker answering every message, no vacuum but
+/// autovacuum's: throughput per slice must hold, and the tables must not bloat.
+async fn sustained(
+    s: &Settings,
+    db: &tokio_postgres::Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // BENCH_SUSTAINED=<slices>x<seconds> overrides the length (e.g. full length in quick mode).
+    let (slices, slice_secs) = std::env::var("BENCH_SUSTAINED")
+        .ok()
+        .and_then(|v| {
+            let (n, secs) = v.split_once('x')?;
+            Some((n.parse::<usize>().ok()?, secs.parse::<u64>().ok()?))
+        })
+        .unwrap_or(if s.quick { (3, 2) } else { (10, 30) });
+    for n_rooms in [1usize, 50] {
+        let user = Uuid::now_v7();
+        db.execute(
+            "INSERT INTO users (id, email, tier) VALUES ($1, $2, 'pro')",
+            &[&user, &format!("sustained-{}@example.com", user.simple())],
+        )
+        .await?;
+        let token =
+            shared::auth::jwt::JwtKeys::new(s.jwt_secret.as_bytes(), Duration::from_secs(86_400))
+                .issue(user, 0)?
+                .access_token;
+        let rooms = load_rooms(db, user, n_rooms).await?;
+        let script = send_script(&format!("bench-sustained-{n_rooms}.lua"), &rooms)?;
+        let label = if n_rooms == 1 {
+            "1 chatroom".to_string()
+        } else {
+            format!("{n_rooms} chatrooms")
+        };
+        let section = format!("sustained send into {label}, {} × {slice_secs} s", slices);
+        eprintln!("bench: {section}");
+        let before = table_stats(db).await?;
+        let (mut rps, mut load) = (Vec::new(), Vec::new());
+        for _ in 0..slices {
+            let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
+            rps.push(r);
+            load.push(load_average());
+        }
+        // The worker answers in the background: wait until it has caught up, that is
+        // until the pending count stops falling (bounded). What stays pending are sends
+        // cut off between their insert and their queueing when wrk closed its connections.
+        let mut pending = i64::MAX;
+        for _ in 0..120 {
+            let now: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM messages WHERE user_id = $1 AND status = 'pending'",
+                    &[&user],
+                )
+                .await?
+                .get(0);
+            if now == 0 || now == pending {
+                pending = now;
+                break;
+            }
+            pending = now;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        let after = table_stats(db).await?;
+        let ratio = rps.last().unwrap() / rps.first().unwrap() * 100.0;
+        report.notes.push(format!(
+            "{section}: req/s per slice {}",
+            rps.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        ));
+        // This suite's own load is about 2 (wrk, server, PostgreSQL on 2 cores); more
+        // means something else shared the machine during that slice.
+        report.notes.push(format!(
+            "{section}: 1-minute load average after each slice {}",
+            load.join(" / ")
+        ));
+        let mb = 1_048_576.0;
+        // After the warm figures, before the worker's.
+        let o = 3;
+        report.add(
+            o,
+            &section,
+            "send: req/s per slice (min / median / max)",
+            "req/s",
+            rps.clone(),
+        );
+        report.add(o, &section, "send: first slice", "req/s", vec![rps[0]]);
+        report.add(
+            o,
+            &section,
+            "send: last slice",
+            "req/s",
+            vec![*rps.last().unwrap()],
+        );
+        report.add(
+            o,
+            &section,
+            "send: last slice / first slice",
+            "%",
+            vec![ratio],
+        );
+        report.add(
+            o,
+            &section,
+            "messages left pending (sends cut off when wrk stopped)",
+            "messages",
+            vec![pending as f64],
+        );
+        for (what, b, a) in [
+            (
+                "chatrooms table",
+                before.chatrooms_table,
+                after.chatrooms_table,
+            ),
+            (
+                "chatrooms indexes",
+                before.chatrooms_indexes,
+                after.chatrooms_indexes,
+            ),
+            (
+                "messages table",
+                before.messages_table,
+                after.messages_table,
+            ),
+            (
+                "messages indexes",
+                before.messages_indexes,
+                after.messages_indexes,
+            ),
+        ] {
+            report.add(o, &section, &format!("{what}: before"), "MB", vec![b / mb]);
+            report.add(o, &section, &format!("{what}: after"), "MB", vec![a / mb]);
+        }
+        report.add(
+            o,
+            &section,
+            "chatrooms table + indexes per chatroom: after",
+            "kB",
+            vec![
+                (after.chatrooms_table + after.chatrooms_indexes) / 1024.0 / after.chatrooms as f64,
+            ],
+        );
+        report.add(
+            o,
+            &section,
+            "messages table + indexes per message: after",
+            "B",
+            vec![(after.messages_table + after.messages_indexes) / after.messages as f64],
+        );
+        report.add(
+            o,
+            &section,
+            "messages written during the run (sends and replies)",
+            "messages",
+            vec![(after.messages - before.messages) as f64],
+        );
+        report.add(
+            o,
+            &section,
+            "chatrooms row updates during the run",
+            "rows",
+            vec![(after.chatrooms_updates - before.chatrooms_updates) as f64],
+        );
+        let (upd, hot) = (
+            after.messages_updates - before.messages_updates,
+            after.messages_hot_updates - before.messages_hot_updates,
+        );
+        report.add(
+            o,
+            &section,
+            "messages row updates during the run",
+            "rows",
+            vec![upd as f64],
+        );
+        report.add(
+            o,
+            &section,
+            "messages row updates that were HOT",
+            "%",
+            vec![hot as f64 * 100.0 / upd.max(1) as f64],
+        );
+        report.add(
+            o,
+            &section,
+            "chatrooms HOT row updates during the run",
+            "rows",
+            vec![(after.chatrooms_hot_updates - before.chatrooms_hot_updates) as f64],
         );
     }
     Ok(())
@@ -615,6 +881,31 @@ async fn growth(
         "ms",
         vec![p50],
     );
+    // A cache miss pays the list query: each chatroom's latest activity is one probe of
+    // its newest message. Two messages in each, so that every probe finds one.
+    db.execute(
+        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         SELECT gen_random_uuid(), c.id, $1, 'user', 'hello', 'failed' \
+         FROM chatrooms c, generate_series(1, 2) WHERE c.user_id = $1",
+        &[&user],
+    )
+    .await?;
+    db.batch_execute("ANALYZE chatrooms; ANALYZE messages")
+        .await?;
+    let mut query = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let rooms = shared::chat::chatrooms::list(&worker.state.db().await?, user).await?;
+        query.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(rooms.len() == 1000);
+    }
+    report.add(
+        5,
+        "cost growth",
+        "list query (a cache miss) with 1000 chatrooms",
+        "ms",
+        query,
+    );
     Ok(())
 }
 
@@ -688,6 +979,7 @@ async fn deletion(
 }
 
 fn sizes(report: &mut Report) {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     for function in [
         "auth",
         "user",
@@ -698,10 +990,10 @@ fn sizes(report: &mut Report) {
     ] {
         for (path, what) in [
             (
-                format!("target/lambda/{function}/bootstrap.zip"),
+                format!("{target}/lambda/{function}/bootstrap.zip"),
                 "bootstrap.zip",
             ),
-            (format!("target/release/{function}"), "release binary"),
+            (format!("{target}/release/{function}"), "release binary"),
         ] {
             if let Ok(meta) = std::fs::metadata(&path) {
                 let mb = meta.len() as f64 / 1048576.0;
@@ -763,9 +1055,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(conn);
     let f = fixture(&s, &db).await?;
     let mut report = Report::default();
-    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, worker, growth, deletion,
+    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, growth, deletion,
     // sizes); a partial full run updates only its own figures in latest.json.
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    // `--load` (bench/run.sh --load): the load sections only, on a release build of the
+    // local server, when packaging every function cannot fit; the other rows are kept.
+    let only = match std::env::var("BENCH_ONLY").unwrap_or_default() {
+        o if o.is_empty() && std::env::args().any(|a| a == "--load") => {
+            "warm,sustained,worker,growth".to_string()
+        }
+        o => o,
+    };
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     if run("cold") {
         eprintln!("bench: cold start and memory");
@@ -774,6 +1073,10 @@ async fn main() -> anyhow::Result<()> {
     if run("warm") {
         eprintln!("bench: warm API");
         warm(&s, &db, &f, &mut report).await?;
+    }
+    if run("sustained") {
+        eprintln!("bench: sustained send");
+        sustained(&s, &db, &mut report).await?;
     }
     if run("worker") {
         eprintln!("bench: worker");
@@ -827,7 +1130,7 @@ async fn main() -> anyhow::Result<()> {
         {
             let (min, med, max) = stats(values);
             println!("{figure:<66} {min:>10.2} {med:>10.2} {max:>10.2}  {unit}");
-            json_rows.push(json!({ "section": section, "figure": figure, "unit": unit, "min": min, "median": med, "max": max, "runs": values.len() }));
+            json_rows.push(json!({ "section": section, "figure": figure, "unit": unit, "min": min, "median": med, "max": max, "runs": values.len(), "values": values }));
         }
     }
     for n in &report.notes {

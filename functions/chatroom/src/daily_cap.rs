@@ -29,7 +29,7 @@ pub async fn enforce(
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    chat::owned_chatroom(&state, user.id, chatroom).await?;
+    chat::ensure_owned(&state, user.id, chatroom).await?;
     let now = Utc::now();
     let day = quota::today(now);
     let limit = quota::limit_for(&user.tier, state.config.basic_daily_limit);

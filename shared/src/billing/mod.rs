@@ -188,13 +188,12 @@ pub struct Status {
 pub async fn status(state: &AppState, user: &User) -> AppResult<Status> {
     let db = state.db().await?;
     // The subscription that decides the tier: a Pro-granting one first, then the latest.
+    // Prepared once per connection: clients poll this after checkout.
+    let sql = "SELECT status, current_period_end, cancel_at_period_end FROM subscriptions \
+               WHERE user_id = $1 \
+               ORDER BY (status = ANY($2)) DESC, event_created DESC LIMIT 1";
     let row = db
-        .query_opt(
-            "SELECT status, current_period_end, cancel_at_period_end FROM subscriptions \
-             WHERE user_id = $1 \
-             ORDER BY (status = ANY($2)) DESC, event_created DESC LIMIT 1",
-            &[&user.id, &PRO_STATUSES],
-        )
+        .query_opt(&db.prepare_cached(sql).await?, &[&user.id, &PRO_STATUSES])
         .await?;
     drop(db);
     let now = Utc::now();

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::error::AppResult;
@@ -75,8 +76,9 @@ pub fn from_row(row: &Row) -> Message {
     }
 }
 
-/// Stores a pending user message and marks its chatroom active, in one statement (so
-/// atomic without a transaction); `None` when `user` owns no such chatroom.
+/// Stores a pending user message; `None` when `user` owns no such chatroom. The chatroom
+/// row is only read (its latest activity is this message, see `chatrooms::COLUMNS`), so
+/// concurrent senders into one chatroom do not queue on its row.
 pub async fn insert_user_message<C: GenericClient>(
     db: &C,
     user: Uuid,
@@ -84,19 +86,23 @@ pub async fn insert_user_message<C: GenericClient>(
     content: &str,
 ) -> AppResult<Option<Message>> {
     let sql = format!(
-        "WITH room AS ( \
-             UPDATE chatrooms SET last_activity_at = now() \
-             WHERE id = $2 AND user_id = $3 RETURNING id) \
-         INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
-         SELECT $1, room.id, $3, 'user', $4, 'pending' FROM room RETURNING {COLUMNS}"
+        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+         SELECT $1, c.id, c.user_id, 'user', $4, 'pending' FROM chatrooms c \
+         WHERE c.id = $2 AND c.user_id = $3 RETURNING {COLUMNS}"
     );
-    let row = db
+    let result = db
         .query_opt(
             &db.prepare_cached(&sql).await?,
             &[&Uuid::now_v7(), &chatroom, &user, &content],
         )
-        .await?;
-    Ok(row.as_ref().map(from_row))
+        .await;
+    match result {
+        Ok(row) => Ok(row.as_ref().map(from_row)),
+        // The chatroom was deleted between this statement's read and its foreign-key
+        // check: as gone as if the read had missed it.
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn by_id<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
@@ -208,12 +214,10 @@ pub async fn mark_failed<C: GenericClient>(
     id: Uuid,
     reason: &str,
 ) -> AppResult<Option<Uuid>> {
+    let sql = "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
+               WHERE id = $1 AND status = 'pending' RETURNING user_id";
     let row = db
-        .query_opt(
-            "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-             WHERE id = $1 AND status = 'pending' RETURNING user_id",
-            &[&id, &reason],
-        )
+        .query_opt(&db.prepare_cached(sql).await?, &[&id, &reason])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }

@@ -61,10 +61,13 @@ pub async fn list_chatrooms(state: &AppState, user: Uuid) -> AppResult<(String, 
     Ok((body, false))
 }
 
-pub async fn owned_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResult<Chatroom> {
-    chatrooms::owned(&state.db().await?, user, id)
-        .await?
-        .ok_or_else(not_found)
+/// 404 unless `user` owns chatroom `id` (the send route checks this before counting quota).
+pub async fn ensure_owned(state: &AppState, user: Uuid, id: Uuid) -> AppResult<()> {
+    if chatrooms::is_owned(&state.db().await?, user, id).await? {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
 }
 
 pub struct Page {
@@ -88,20 +91,33 @@ pub async fn messages_page(
         )));
     }
     let db = state.db().await?;
-    let room = chatrooms::owned(&db, user, chatroom)
-        .await?
-        .ok_or_else(not_found)?;
-    let before_seq = match before {
-        None => None,
-        Some(id) => Some(
-            messages::by_id(&db, id)
-                .await?
+    // The ownership check and the reads it guards go out together (tokio-postgres
+    // pipelines queries polled at once on one connection): one round trip, not two. What
+    // they read is only returned once ownership is confirmed.
+    let (room, (messages, more)) = match before {
+        None => {
+            let (room, page) = tokio::try_join!(
+                chatrooms::owned(&db, user, chatroom),
+                messages::page(&db, chatroom, None, limit),
+            )?;
+            (room.ok_or_else(not_found)?, page)
+        }
+        Some(id) => {
+            let (room, cursor) = tokio::try_join!(
+                chatrooms::owned(&db, user, chatroom),
+                messages::by_id(&db, id),
+            )?;
+            let room = room.ok_or_else(not_found)?;
+            let before_seq = cursor
                 .filter(|m| m.chatroom_id == chatroom)
                 .ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?
-                .seq,
-        ),
+                .seq;
+            (
+                room,
+                messages::page(&db, chatroom, Some(before_seq), limit).await?,
+            )
+        }
     };
-    let (messages, more) = messages::page(&db, chatroom, before_seq, limit).await?;
     let next_cursor = if more {
         messages.first().map(|m| m.id)
     } else {
@@ -274,18 +290,15 @@ pub async fn send_message(
             message
         }
     };
+    // Back to the pool before the Redis and queue calls: holding it across them made
+    // concurrent senders wait for a connection that sat idle.
+    drop(db);
     let body = json!({ "message": message_view(&message) });
     // The work after the commit runs on a task of its own: a client that disconnects
     // drops this future, and the committed message must still be queued (or failed).
-    tokio::spawn(queue_committed(
-        state.clone(),
-        db,
-        user,
-        chatroom,
-        message.id,
-    ))
-    .await
-    .map_err(AppError::internal)??;
+    tokio::spawn(queue_committed(state.clone(), user, chatroom, message.id))
+        .await
+        .map_err(AppError::internal)??;
     Ok(Sent {
         body,
         replayed: false,
@@ -294,7 +307,6 @@ pub async fn send_message(
 
 async fn queue_committed(
     state: AppState,
-    db: deadpool_postgres::Client,
     user: Uuid,
     chatroom: Uuid,
     message_id: Uuid,
@@ -311,9 +323,13 @@ async fn queue_committed(
         tracing::error!(%message_id, %reason, "could not queue the message");
         // The client hears 503 either way; a failure here leaves the row pending for
         // the sweeper to answer or fail.
-        if let Err(e) =
-            messages::fail_unqueued(&db, message_id, "the reply queue was unavailable").await
-        {
+        let marked = match state.db().await {
+            Ok(db) => {
+                messages::fail_unqueued(&db, message_id, "the reply queue was unavailable").await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = marked {
             tracing::error!(%message_id, error = %e, "could not mark the unqueued message failed");
         }
         return Err(AppError::Unavailable {
@@ -351,11 +367,14 @@ pub async fn message_with_reply(
     loop {
         let (message, reply) = {
             let db = state.db().await?;
-            let message = messages::owned(&db, user, chatroom, id)
-                .await?
+            // Pipelined, as in `messages_page`; the reply is only returned with its owned message.
+            let (message, reply) = tokio::try_join!(
+                messages::owned(&db, user, chatroom, id),
+                messages::reply_to(&db, id),
+            )?;
+            let message = message
                 .filter(|m| m.role == "user")
                 .ok_or_else(|| AppError::NotFound("message not found".into()))?;
-            let reply = messages::reply_to(&db, id).await?;
             (message, reply)
         };
         // The connection goes back to the pool before sleeping.

@@ -48,14 +48,20 @@ pub struct SweepReport {
     pub keys_purged: u64,
 }
 
-const INSERT_REPLY: &str = "INSERT INTO messages \
-     (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
-     VALUES ($1, $2, $3, 'model', $4, 'complete', $5, $6) \
-     ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING";
-const FLIP_STATUS: &str = "UPDATE messages SET status = $2, updated_at = now() \
-     WHERE id = $1 AND status = 'pending'";
-const TOUCH_ROOM: &str =
-    "UPDATE chatrooms SET last_activity_at = now() WHERE id = $1 RETURNING name IS NULL";
+/// Stores a reply in one statement (one round trip, no transaction): the user message
+/// leaves `pending` and, only if it did, its reply is inserted; the unique index on
+/// `reply_to` makes a concurrent or repeated delivery insert nothing. Also says whether
+/// the chatroom is still unnamed. The chatroom row itself is not written: its latest
+/// activity is read from its newest message.
+const SAVE_REPLY: &str = "WITH flipped AS ( \
+         UPDATE messages SET status = $6, updated_at = now() \
+         WHERE id = $5 AND status = 'pending' RETURNING id), \
+     reply AS ( \
+         INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
+         SELECT $1, $2, $3, 'model', $4, 'complete', flipped.id, $7 FROM flipped \
+         ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING RETURNING id) \
+     SELECT EXISTS (SELECT 1 FROM reply), \
+            coalesce((SELECT name IS NULL FROM chatrooms WHERE id = $2), false)";
 
 /// A chatroom title is a nicety: it may not eat into the Lambda's time.
 const TITLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -274,8 +280,8 @@ impl Worker {
         }
     }
 
-    /// Stores the reply and flips the user message in one transaction. The unique
-    /// index on `reply_to` makes a concurrent or repeated delivery a no-op. Also returns
+    /// Stores the reply and flips the user message together ([`SAVE_REPLY`]); a
+    /// concurrent or repeated delivery stores nothing. Also returns
     /// the reply text when it answered the first exchange of a still unnamed chatroom.
     async fn save(
         &self,
@@ -297,44 +303,29 @@ impl Worker {
                 )
             }
         };
-        let mut db = self.state.db().await?;
-        let tx = db.transaction().await.map_err(AppError::from)?;
-        // Prepared once per connection: these run for every reply.
-        let (insert, flip, touch) = tokio::try_join!(
-            tx.prepare_cached(INSERT_REPLY),
-            tx.prepare_cached(FLIP_STATUS),
-            tx.prepare_cached(TOUCH_ROOM),
-        )
-        .map_err(AppError::from)?;
-        let id = Uuid::now_v7();
-        let inserted = tx
-            .execute(
-                &insert,
+        let db = self.state.db().await?;
+        let row = db
+            .query_one(
+                &db.prepare_cached(SAVE_REPLY)
+                    .await
+                    .map_err(AppError::from)?,
                 &[
-                    &id,
+                    &Uuid::now_v7(),
                     &message.chatroom_id,
                     &message.user_id,
                     &text,
                     &message.id,
+                    &status.as_str(),
                     &finish_reason,
                 ],
             )
             .await
             .map_err(AppError::from)?;
-        let flipped = tx
-            .execute(&flip, &[&message.id, &status.as_str()])
-            .await
-            .map_err(AppError::from)?;
-        if inserted == 0 || flipped == 0 {
-            tx.rollback().await.map_err(AppError::from)?;
+        drop(db);
+        let (stored, untitled): (bool, bool) = (row.get(0), row.get(1));
+        if !stored {
             return Ok((Outcome::Skipped("message already processed"), None));
         }
-        let untitled: bool = tx
-            .query_one(&touch, &[&message.chatroom_id])
-            .await
-            .map_err(AppError::from)?
-            .get(0);
-        tx.commit().await.map_err(AppError::from)?;
         cache::invalidate(&self.state.redis, message.user_id).await;
         tracing::info!(message_id = %message.id, status = status.as_str(), "reply stored");
         let title_from = (untitled && outcome == Outcome::Answered).then_some(text);

@@ -3,6 +3,7 @@
 //! of the link time and disk of `make test`.
 
 mod abuse;
+mod activity;
 mod auth;
 mod billing;
 mod billing_truth;
