@@ -7,6 +7,7 @@ use crate::state::AppState;
 /// which Lambda reports as an init error.
 pub fn state_from_env(function: &str) -> AppState {
     crate::telemetry::init();
+    crate::telemetry::metrics::install(function);
     let config = Config::from_env().unwrap_or_else(|e| fail(function, &e.to_string()));
     AppState::new(config).unwrap_or_else(|e| fail(function, &e.to_string()))
 }

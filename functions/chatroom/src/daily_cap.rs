@@ -62,6 +62,7 @@ pub async fn enforce(
         Decision::Refused { used } => {
             let limit = limit.unwrap_or(0);
             tracing::info!(user_id = %user.id, used, limit, "daily limit reached");
+            shared::telemetry::metrics::daily_cap_refused();
             let mut response = AppError::DailyLimitReached { limit, retry_after }.into_response();
             rate_limit_headers(response.headers_mut(), Some(limit), used, retry_after);
             return Ok(response);

@@ -91,6 +91,7 @@ pub async fn request_code(
         return Ok(CodeRequest { code: None });
     };
     let code = state.otp.issue(purpose, &email).await?;
+    crate::telemetry::metrics::otp_code_sent();
     match state.config.otp_delivery {
         OtpDelivery::Response => {
             tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code issued (returned in response: dev mode)");

@@ -297,6 +297,7 @@ pub async fn send_message(
         });
     }
     tracing::info!(message_id = %message.id, chatroom_id = %chatroom, "message queued");
+    crate::telemetry::metrics::message_queued();
     Ok(Sent {
         body,
         replayed: false,

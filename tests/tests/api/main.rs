@@ -6,6 +6,7 @@ mod abuse;
 mod auth;
 mod billing;
 mod chat;
+mod cors;
 mod events;
 mod faults;
 mod openapi;
