@@ -17,14 +17,15 @@ ensure_tools
 TARGET="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
 WORK="$(state_dir sam-check)"
 
-# SAM_CHECK_REUSE=1 checks the .aws-sam/build of an earlier run instead of building again.
-if [ "${SAM_CHECK_REUSE:-}" = 1 ] && [ -d .aws-sam/build ]; then
+# SAM_CHECK_REUSE=1 checks the build of an earlier run (in SAM_BUILD_DIR) instead of building.
+BUILD="${SAM_BUILD_DIR:-.aws-sam/build}"
+if [ "${SAM_CHECK_REUSE:-}" = 1 ] && [ -d "$BUILD" ]; then
     SAM_SECONDS="(reused)"
-    log "checking the existing .aws-sam/build (SAM_CHECK_REUSE=1)"
+    log "checking the existing $BUILD (SAM_CHECK_REUSE=1)"
 else
     log "sam build (release, x86_64; cargo target $TARGET)"
     started=$(date +%s)
-    SAM_CLI_TELEMETRY=0 sam build --beta-features --no-cached --template template.yaml >"$WORK/sam-build.log" 2>&1 \
+    SAM_CLI_TELEMETRY=0 sam build --beta-features --no-cached --template template.yaml --build-dir "$BUILD" >"$WORK/sam-build.log" 2>&1 \
         || { tail -40 "$WORK/sam-build.log" >&2; die "sam build failed"; }
     SAM_SECONDS=$(( $(date +%s) - started ))
     log "sam build took ${SAM_SECONDS} s"
@@ -47,7 +48,7 @@ log "make package after sam build took $(( $(date +%s) - started )) s (nothing t
 printf '%-24s %12s %12s\n' function "sam build" "make package" >&2
 for logical in "${!BINARY[@]}"; do
     bin="${BINARY[$logical]}"
-    sam_size=$(stat -c%s ".aws-sam/build/$logical/bootstrap")
+    sam_size=$(stat -c%s "$BUILD/$logical/bootstrap")
     pkg_size=$(unzip -p "$TARGET/lambda/$bin/bootstrap.zip" bootstrap | wc -c)
     printf '%-24s %9.2f MB %9.2f MB\n' "$logical" "$(echo "$sam_size/1048576" | bc -l)" "$(echo "$pkg_size/1048576" | bc -l)" >&2
     diff=$(( sam_size > pkg_size ? sam_size - pkg_size : pkg_size - sam_size ))
@@ -98,7 +99,7 @@ run() {
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     out="$WORK/$logical.json"
-    env "${envs[@]}" "$INVOKE" ".aws-sam/build/$logical/bootstrap" "$@" >"$out" 2>"$WORK/$logical.err" \
+    env "${envs[@]}" "$INVOKE" "$BUILD/$logical/bootstrap" "$@" >"$out" 2>"$WORK/$logical.err" \
         || { cat "$WORK/$logical.err" >&2; fail "$logical did not start and answer"; echo '{}' >"$out"; }
     echo "$out"
 }
