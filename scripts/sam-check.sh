@@ -17,6 +17,21 @@ ensure_tools
 TARGET="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
 WORK="$(state_dir sam-check)"
 
+failures=0
+fail() { log "FAIL $*"; failures=$((failures + 1)); }
+ok() { log "ok   $*"; }
+
+# 0. Features: what cargo resolves in a function's folder (sam build's CodeUri) is what it
+# resolves for `-p <crate>` (make package), not the workspace's unified set.
+for dir in functions/*/; do
+    crate="$(basename "$dir")-fn"
+    in_dir="$(cd "$dir" && cargo tree -e features --prefix none | sort -u)"
+    alone="$(cargo tree -p "$crate" -e features --prefix none | sort -u)"
+    heavy="$(printf '%s\n' "$in_dir" | { grep -oE '^(aws-sdk-[a-z]+|reqwest|async-stripe) v' || true; } | sed 's/ v$//' | sort -u | tr '\n' ' ')"
+    if [ "$in_dir" = "$alone" ]; then ok "$crate: same features in its folder as with -p (links: ${heavy:-no SDK or HTTP client})"
+    else fail "$crate: cargo resolves other features in $dir than for -p $crate"; fi
+done
+
 # SAM_CHECK_REUSE=1 checks the build of an earlier run (in SAM_BUILD_DIR) instead of building.
 BUILD="${SAM_BUILD_DIR:-.aws-sam/build}"
 if [ "${SAM_CHECK_REUSE:-}" = 1 ] && [ -d "$BUILD" ]; then
@@ -36,10 +51,6 @@ declare -A BINARY
 while read -r logical binary; do BINARY[$logical]=$binary; done < <(
     awk '/^  [A-Za-z]+Function:$/ {f=$1; sub(":", "", f)} /Binary: / {print f, $2}' template.yaml)
 [ "${#BINARY[@]}" -ge 6 ] || die "found ${#BINARY[@]} functions in template.yaml"
-
-failures=0
-fail() { log "FAIL $*"; failures=$((failures + 1)); }
-ok() { log "ok   $*"; }
 
 # 1. Sizes: sam build against make package (which must find everything already built).
 started=$(date +%s)
