@@ -297,6 +297,18 @@ mod tests {
     }
 
     #[test]
+    fn usage_metadata_counts_thinking_as_output() {
+        let r = parse(json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 30, "thoughtsTokenCount": 200, "totalTokenCount": 350}
+        }));
+        let usage = r.usage_metadata.expect("usageMetadata is read");
+        assert_eq!(usage.prompt_token_count, Some(120));
+        assert_eq!(usage.output_tokens(), 230);
+        assert!(parse(json!({"candidates": []})).usage_metadata.is_none());
+    }
+
+    #[test]
     fn reads_text_and_skips_thoughts() {
         let r = parse(
             json!({"candidates": [{"content": {"role": "model", "parts": [
