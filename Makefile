@@ -1,4 +1,4 @@
-.PHONY: dev test watch check fmt clippy lint migrate package soak bench bench-quick
+.PHONY: dev test watch check fmt clippy lint migrate package soak bench bench-quick sam-env sam-check
 
 ## Run the whole API locally on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -27,6 +27,14 @@ lint:
 ## Apply migrations to the database at $$DATABASE_URL (e.g. a deployed one)
 migrate:
 	cargo run --release -p local-server --bin migrate
+
+## The --env-vars file for `sam local start-api` / `sam local invoke` against `make dev` (.local/sam-env.json)
+sam-env:
+	bash scripts/sam-env.sh
+
+## sam build (release), then sizes, start-up and EMF output of every function (needs make test's services; make test runs it)
+sam-check:
+	bash scripts/sam-check.sh
 
 ## Release packages for Lambda, one per function, with their sizes
 package:

@@ -18,6 +18,10 @@ ensure_schemathesis
 log "linting template.yaml (cfn-lint, sam validate --lint)"
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint --template template.yaml >/dev/null
+# The template against the code: per-function builds, quota features, CORS, metric
+# names, worker concurrency, the sam local env file, events/.
+"$ROOT/.local/venv-tools/bin/python" scripts/check_template.py >/dev/null \
+    || { "$ROOT/.local/venv-tools/bin/python" scripts/check_template.py | grep -v '^ok'; die "template checks failed"; }
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
@@ -50,4 +54,6 @@ if [ $# -eq 0 ]; then
     DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
         AWS_ENDPOINT="$TEST_AWS_ENDPOINT" \
         bash scripts/lambda-smoke.sh
+    # What SAM deploys: sam build (release, once), sizes, start-up, EMF output.
+    bash scripts/sam-check.sh
 fi

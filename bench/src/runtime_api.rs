@@ -115,6 +115,19 @@ impl RuntimeApi {
         env: &[(String, String)],
         events: Vec<String>,
     ) -> anyhow::Result<Run> {
+        self.run_with_stdout(addr, binary, env, events, Stdio::null())
+            .await
+    }
+
+    /// Like `run`, with the function's stdout (its logs and EMF metric lines) sent to `stdout`.
+    pub async fn run_with_stdout(
+        &self,
+        addr: &str,
+        binary: &str,
+        env: &[(String, String)],
+        events: Vec<String>,
+        stdout: Stdio,
+    ) -> anyhow::Result<Run> {
         let count = events.len();
         {
             let mut inner = self.inner.lock().unwrap();
@@ -135,7 +148,7 @@ impl RuntimeApi {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
             .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()?;
         self.event_ready.notify_waiters();

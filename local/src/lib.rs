@@ -22,6 +22,18 @@ pub fn app(state: AppState) -> Router {
     shared::http::app(routes)
 }
 
+/// `app` answering browsers from `origins` (`CORS_ALLOWED_ORIGINS`, comma-separated) as
+/// the HttpApi's CorsConfiguration does in AWS; an empty list adds no CORS headers.
+pub fn with_cors(app: Router, origins: &str) -> anyhow::Result<Router> {
+    let origins = shared::http::cors::parse_origins(origins)
+        .map_err(|e| anyhow::anyhow!("configuration error: CORS_ALLOWED_ORIGINS: {e}"))?;
+    Ok(if origins.is_empty() {
+        app
+    } else {
+        app.layer(shared::http::cors::layer(origins))
+    })
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(

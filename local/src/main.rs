@@ -49,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(run_sweeper(worker.clone()));
     tokio::spawn(run_worker(worker, jobs));
 
-    let app = local_server::app(state.clone());
+    let app = local_server::with_cors(
+        local_server::app(state.clone()),
+        &std::env::var("CORS_ALLOWED_ORIGINS").unwrap_or_default(),
+    )?;
 
     let addr: SocketAddr = std::env::var("LOCAL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())

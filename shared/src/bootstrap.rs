@@ -62,6 +62,7 @@ pub fn secret_requests(
 pub async fn state_from_env(function: &str) -> AppState {
     crate::telemetry::init();
     crate::store::tls::install_crypto_provider();
+    crate::telemetry::metrics::install(function);
     let config = config_from_env()
         .await
         .unwrap_or_else(|e| fail(function, &format!("{e:#}")));

@@ -1,5 +1,7 @@
 //! Logging set-up: JSON lines on Lambda (CloudWatch), readable text elsewhere.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {

@@ -158,6 +158,7 @@ async fn count_and_run(
         Decision::Refused { used } => {
             let limit = limit.unwrap_or(0);
             tracing::info!(user_id = %user, used, limit, "daily limit reached");
+            shared::telemetry::metrics::daily_cap_refused();
             let mut response = AppError::DailyLimitReached { limit, retry_after }.into_response();
             rate_limit_headers(response.headers_mut(), Some(limit), used, retry_after);
             return Ok(response);

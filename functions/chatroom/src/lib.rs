@@ -132,6 +132,7 @@ async fn create(
     responses((status = 200, body = ChatroomList, headers(("x-cache" = String, description = "hit or miss")))))]
 async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
     let (body, hit) = chat::list_chatrooms(&state, user.id).await?;
+    shared::telemetry::metrics::chatroom_cache(hit);
     Ok((
         [
             (

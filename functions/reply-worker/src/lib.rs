@@ -54,6 +54,7 @@ pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse 
             response.add_failure(record_ids.remove(&task).unwrap_or_default());
         }
     }
+    shared::telemetry::metrics::flush();
     response
 }
 
@@ -82,6 +83,7 @@ async fn handle_record(worker: &Worker, record: SqsMessage) -> bool {
     };
     match result {
         Ok(outcome) => {
+            shared::telemetry::metrics::reply_outcome(&outcome);
             match &outcome {
                 Outcome::Skipped(why) => {
                     tracing::info!(record_id, message_id = %job.message_id, why, "skipped")

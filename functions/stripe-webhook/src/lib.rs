@@ -46,7 +46,9 @@ async fn receive(
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = webhook::handle(&state, &body, signature).await?;
+    let outcome = webhook::handle(&state, &body, signature).await;
+    shared::telemetry::metrics::webhook_event(&outcome);
+    let outcome = outcome?;
     Ok(Json(Ack {
         received: true,
         outcome: outcome.as_str(),

@@ -141,6 +141,7 @@ async fn issue_and_deliver(
         return Ok(CodeRequest { code: None });
     };
     let code = state.otp.issue(purpose, &email).await?;
+    crate::telemetry::metrics::otp_code_sent();
     match state.config.otp_delivery {
         OtpDelivery::Ses => {
             let mailer = state.mailer.as_ref().ok_or_else(|| {

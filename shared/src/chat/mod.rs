@@ -339,6 +339,7 @@ async fn queue_committed(
         });
     }
     tracing::info!(%message_id, chatroom_id = %chatroom, "message queued");
+    crate::telemetry::metrics::message_queued();
     Ok(())
 }
 

@@ -53,6 +53,7 @@ impl GeminiClient {
     }
 
     async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
+        let started = std::time::Instant::now();
         let response = self
             .http()
             .post(&self.url)
@@ -70,10 +71,18 @@ impl GeminiClient {
             retry_after: None,
         })?;
         if status.is_success() {
-            return serde_json::from_str(&text).map_err(|e| ModelError::Transient {
-                message: format!("unreadable response: {e}"),
-                retry_after: None,
-            });
+            let parsed: GenerateResponse =
+                serde_json::from_str(&text).map_err(|e| ModelError::Transient {
+                    message: format!("unreadable response: {e}"),
+                    retry_after: None,
+                })?;
+            let usage = parsed.usage_metadata.as_ref();
+            crate::telemetry::metrics::gemini_call(
+                started.elapsed(),
+                usage.and_then(|u| u.prompt_token_count),
+                usage.map(UsageMetadata::output_tokens),
+            );
+            return Ok(parsed);
         }
         Err(classify_error(status, &text))
     }
@@ -212,6 +221,22 @@ pub struct GenerateResponse {
     #[serde(default)]
     pub candidates: Vec<Candidate>,
     pub prompt_feedback: Option<PromptFeedback>,
+    pub usage_metadata: Option<UsageMetadata>,
+}
+
+/// Token counts Gemini bills; thinking tokens are output tokens too.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMetadata {
+    pub prompt_token_count: Option<u64>,
+    pub candidates_token_count: Option<u64>,
+    pub thoughts_token_count: Option<u64>,
+}
+
+impl UsageMetadata {
+    pub fn output_tokens(&self) -> u64 {
+        self.candidates_token_count.unwrap_or(0) + self.thoughts_token_count.unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +294,18 @@ mod tests {
 
     fn parse(v: Value) -> GenerateResponse {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn usage_metadata_counts_thinking_as_output() {
+        let r = parse(json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 30, "thoughtsTokenCount": 200, "totalTokenCount": 350}
+        }));
+        let usage = r.usage_metadata.expect("usageMetadata is read");
+        assert_eq!(usage.prompt_token_count, Some(120));
+        assert_eq!(usage.output_tokens(), 230);
+        assert!(parse(json!({"candidates": []})).usage_metadata.is_none());
     }
 
     #[test]

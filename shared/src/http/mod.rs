@@ -1,5 +1,6 @@
 //! The HTTP edge shared by every function: error mapping, extractors, common layers.
 
+pub mod cors;
 pub mod error;
 pub mod extract;
 
@@ -20,6 +21,13 @@ pub fn app(routes: Router) -> Router {
     routes
         .fallback(|| async { crate::error::AppError::NotFound("no such route".into()) })
         .layer(axum::middleware::map_response(ensure_error_envelope))
+        // One HTTP request is one Lambda invocation: its metrics go out with it.
+        .layer(axum::middleware::map_response(
+            |r: axum::response::Response| async {
+                crate::telemetry::metrics::flush();
+                r
+            },
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             TraceLayer::new_for_http()

@@ -9,6 +9,7 @@ mod billing;
 mod billing_truth;
 mod chat;
 mod cluster;
+mod cors;
 mod events;
 mod faults;
 mod history;

@@ -1,0 +1,141 @@
+"""Checks template.yaml against the code, offline (run by scripts/test.sh after cfn-lint):
+per-function builds, quota settings vs. Cargo features, CORS lists, metric names, the
+worker's concurrency arithmetic, the `sam local` env file and the sample events.
+Prints one line per check; exits 1 if any fails.
+
+Usage: python check_template.py   (from the repository root, with the venv-tools python)
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import tomllib
+
+from cfnlint.decode import decode
+
+sys.path.insert(0, os.path.dirname(__file__))
+import sam_env  # noqa: E402
+
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
+    if not ok:
+        failures.append(name)
+
+
+template, errors = decode("template.yaml")
+if errors:
+    raise SystemExit(f"template.yaml: {errors}")
+resources = template["Resources"]
+functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+workspace = tomllib.load(open("Cargo.toml", "rb"))["workspace"]["members"]
+binaries = {}
+
+# 1. Each function builds its own crate: CodeUri is that crate's folder.
+for name, fn in functions.items():
+    code_uri = fn["Properties"].get("CodeUri")
+    binary = fn.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+    binaries[name] = binary
+    manifest = os.path.join(str(code_uri), "Cargo.toml")
+    bins = []
+    if os.path.isfile(manifest):
+        bins = [b["name"] for b in tomllib.load(open(manifest, "rb")).get("bin", [])]
+    check(
+        f"{name}: CodeUri {code_uri} is a workspace member whose crate has bin `{binary}`",
+        code_uri in workspace and binary in bins,
+        f"members {workspace}, bins {bins}",
+    )
+
+# 2. Quota settings go only to functions built with the dynamodb feature.
+variables = sam_env.function_variables(template)
+for name, fn in functions.items():
+    manifest = os.path.join(fn["Properties"]["CodeUri"], "Cargo.toml")
+    shared = tomllib.load(open(manifest, "rb")).get("dependencies", {}).get("shared", {})
+    features = shared.get("features", []) if isinstance(shared, dict) else []
+    has_quota = "QUOTA_BACKEND" in variables[name]
+    reads_table = "QuotaTable" in json.dumps(fn["Properties"].get("Policies", []))
+    check(
+        f"{name}: QUOTA_BACKEND set ({has_quota}) => crate enables shared/dynamodb",
+        not has_quota or "dynamodb" in features,
+        f"features {features}",
+    )
+    check(
+        f"{name}: may use the quota table ({reads_table}) => gets QUOTA_BACKEND",
+        not reads_table or has_quota,
+    )
+
+# 3. CORS: the HttpApi and the local server's CorsLayer allow the same.
+cors_rs = open("shared/src/http/cors.rs").read()
+
+
+def rust_list(const):
+    body = re.search(rf"pub const {const}: \[[^\]]*\] = \[(.*?)\];", cors_rs, re.S).group(1)
+    return [re.sub(r"^Method::", "", x.strip().strip('"')) for x in body.split(",") if x.strip()]
+
+
+cors = resources["HttpApi"]["Properties"]["CorsConfiguration"]
+for key, const in [
+    ("AllowMethods", "ALLOW_METHODS"),
+    ("AllowHeaders", "ALLOW_HEADERS"),
+    ("ExposeHeaders", "EXPOSE_HEADERS"),
+]:
+    check(f"CORS {key} matches {const} in cors.rs", cors[key] == rust_list(const),
+          f"{cors[key]} vs {rust_list(const)}")
+max_age = int(re.search(r"MAX_AGE_SECS: u64 = (\d+);", cors_rs).group(1))
+check("CORS MaxAge matches MAX_AGE_SECS", cors["MaxAge"] == max_age)
+check("CORS allows FrontendUrl", "FrontendUrl" in json.dumps(cors["AllowOrigins"]))
+
+# 4. Metric names in the alarms and the dashboard are those the code emits.
+metrics_rs = open("shared/src/telemetry/metrics.rs").read()
+consts = dict(re.findall(r'const (\w+): &str = "(\w+)";', metrics_rs))
+names_block = re.search(r"pub const NAMES: \[&str; \d+\] = \[(.*?)\];", metrics_rs, re.S).group(1)
+emitted = {consts[c.strip()] for c in names_block.split(",") if c.strip()}
+dashboard = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+used = set(re.findall(r'\["\$\{AWS::StackName\}", "(\w+)", "function", "([\w-]+)"', dashboard))
+for alarm in (r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"):
+    for m in alarm["Properties"].get("Metrics", []):
+        metric = m.get("MetricStat", {}).get("Metric", {})
+        if metric.get("Namespace") == {"Ref": "AWS::StackName"}:
+            used.add((metric["MetricName"], metric["Dimensions"][0]["Value"]))
+unknown = sorted(n for n, _ in used if n not in emitted)
+check("alarms and dashboard use only metrics the code emits", not unknown, unknown)
+shown = {n for n, _ in used}
+check("the dashboard shows every metric the code emits", emitted <= shown, sorted(emitted - shown))
+bad_fn = sorted({f for _, f in used} - set(binaries.values()))
+check("metric dimensions name real functions", not bad_fn, bad_fn)
+check("DashboardBody is valid JSON",
+      json.loads(re.sub(r"\$\{[^}]+\}", "x", dashboard)) is not None)
+
+# 5. Worker concurrency follows the documented arithmetic.
+quota = template["Mappings"]["GeminiQuota"]
+allowed = template["Parameters"]["GeminiRequestsPerMinute"]["AllowedValues"]
+for rpm in allowed:
+    row = quota.get(str(rpm), {})
+    want = max(2, int(rpm) // 300)
+    check(f"GeminiQuota[{rpm}]: concurrency max(2, RPM/300) = {want}, reserved +2",
+          row.get("WorkerConcurrency") == want and row.get("WorkerReserved") == want + 2, row)
+
+# 6. The sam local env file covers every function and every setting the template passes.
+with tempfile.TemporaryDirectory() as tmp:
+    secret = os.path.join(tmp, "secret")
+    open(secret, "w").write("x" * 48)
+    os.environ["JWT_SECRET_FILE"] = secret
+    env = sam_env.build("template.yaml")
+check("sam env file has every function", set(env) == set(functions), sorted(set(functions) ^ set(env)))
+for name in functions:
+    missing = sorted(set(variables[name]) - set(env.get(name, {})))
+    check(f"sam env file gives {name} every setting", not missing, missing)
+
+# 7. Every events/ folder is named after a function's binary.
+folders = sorted(d for d in os.listdir("events") if os.path.isdir(os.path.join("events", d)))
+stray = [d for d in folders if d not in binaries.values()]
+check("every events/ folder names a function in the template", not stray, stray)
+uncovered = [b for b in binaries.values() if b not in folders]
+check("every function has sample events", not uncovered, uncovered)
+
+print(f"template checks: {len(failures)} failed")
+sys.exit(1 if failures else 0)
