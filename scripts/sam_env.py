@@ -18,6 +18,17 @@ import sys
 from cfnlint.decode import decode
 
 
+# The settings a deployed function reads from Secrets Manager (shared/src/bootstrap.rs).
+SECRET_SETTINGS = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET_KEY",
+    "STRIPE_API_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "GOOGLE_API_KEY",
+]
+
+
 def local_values():
     # On Linux, run sam with `--docker-network host`: containers then share the host's
     # loopback, where `make dev` listens. Docker Desktop forwards host.docker.internal.
@@ -47,6 +58,9 @@ def local_values():
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local_sam"),
         "FRONTEND_URL": "http://localhost:3000",
         "METRICS_NAMESPACE": "chatroom-lambda-local",
+        # Deployed functions read their secrets from Secrets Manager; locally the values
+        # above are given directly, so no ARN is set.
+        **{f"{s}_SECRET_ARN": "" for s in SECRET_SETTINGS},
     }
 
 
