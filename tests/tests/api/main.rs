@@ -11,5 +11,6 @@ mod faults;
 mod openapi;
 mod quota;
 mod routes;
+mod stream;
 mod unavailable;
 mod worker;
