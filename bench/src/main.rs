@@ -2,6 +2,7 @@
 //! sizes and cost growth, each as min / median / max over repeated runs. Started by
 //! bench/run.sh, which provides the services, the release binaries and the local server.
 
+mod live;
 mod runtime_api;
 
 use std::collections::BTreeMap;
@@ -689,6 +690,8 @@ async fn main() -> anyhow::Result<()> {
     warm(&s, &db, &f, &mut report).await?;
     eprintln!("bench: worker");
     worker(&s, &db, &f, &mut report).await?;
+    eprintln!("bench: live replies");
+    live::run(&s, &db, &f, &mut report).await?;
     eprintln!("bench: cost growth");
     growth(&s, &db, &f, &mut report).await?;
     sizes(&mut report);
