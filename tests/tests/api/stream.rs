@@ -439,3 +439,65 @@ async fn bad_input_is_refused_before_streaming() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_stream_closes_at_its_deadline_and_resumes_where_it_stopped() {
+    let words = ["Slow ", "but ", "sure."];
+    let live = Live::start_with(
+        vec![Script::text(&words, "STOP", Duration::from_millis(700))],
+        |c| c.stream_max = Duration::from_secs(1),
+    )
+    .await;
+    let id = live.send("take your time").await;
+    let mut reader = live.open(&id, None).await;
+    let worker = live.answer().await;
+    let started = tokio::time::Instant::now();
+    let first = reader.rest(WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed at the deadline"
+    );
+    assert!(
+        !kinds(&first).contains(&"done"),
+        "the reply outlasts one connection: {first:?}"
+    );
+    // The client reconnects (from the start when it had nothing yet) until the end.
+    let mut all = first;
+    while kinds(&all).last() != Some(&"done") {
+        let last = all.last().and_then(|e| e.id.clone());
+        all.extend(live.open(&id, last.as_deref()).await.rest(WAIT).await);
+    }
+    worker.await.unwrap();
+    assert_eq!(shown_text(&all), words.concat());
+}
+
+#[tokio::test]
+async fn redis_down_costs_no_reply_and_the_live_routes_say_503() {
+    let live = Live::start(vec![Script::text(&["Stored ", "anyway."], "STOP", GAP)]).await;
+    let id = live.send("is redis there?").await;
+    let job = live.app.take_jobs().await.remove(0);
+    // The same database, with Redis at a port where nothing listens.
+    let mut config = api_tests::test_config(&live.app.database_url);
+    config.redis_url = shared::config::Secret::new("redis://127.0.0.1:1/");
+    let broken = TestApp::from_config(config).await;
+
+    let (status, _, _) = broken.open_stream(&live.token, &live.room, &id, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let r = broken
+        .call(
+            Method::POST,
+            &format!("/chatroom/{}/messages/{id}/cancel", live.room),
+            None,
+            Some(&live.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.error_code(), "cache_unavailable");
+
+    let worker = broken.worker_with_gemini(&live.fake.url);
+    assert_eq!(worker.process(job, 1).await, Ok(Outcome::Answered));
+    assert_eq!(live.stored(&id).await["reply"]["content"], "Stored anyway.");
+    // Redis is back (the healthy app): the finished message streams from PostgreSQL.
+    let events = live.open(&id, None).await.rest(WAIT).await;
+    assert_eq!(kinds(&events), ["delta", "done"]);
+}
