@@ -52,6 +52,10 @@ async fn streaming_gemini(frames: usize, gap: Duration) -> (String, Arc<Mutex<Ve
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Each frame leaves when written, as Gemini's would.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), firsts)
 }

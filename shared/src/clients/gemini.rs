@@ -487,4 +487,83 @@ mod tests {
             }
         ));
     }
+
+    /// Collects pieces; says "cancelled" after `stop_after` pieces.
+    struct Collect {
+        pieces: Vec<String>,
+        stop_after: usize,
+    }
+
+    impl ReplySink for Collect {
+        fn text(&mut self, piece: &str) {
+            self.pieces.push(piece.to_string());
+        }
+        fn cancelled(&self) -> bool {
+            self.pieces.len() >= self.stop_after
+        }
+    }
+
+    fn frame(text: Option<&str>, finish: Option<&str>) -> GenerateResponse {
+        let mut candidate = json!({});
+        if let Some(t) = text {
+            candidate["content"] = json!({"parts": [{"text": t}]});
+        }
+        if let Some(f) = finish {
+            candidate["finishReason"] = json!(f);
+        }
+        parse(json!({"candidates": [candidate]}))
+    }
+
+    #[test]
+    fn streamed_frames_add_up_and_hand_out_pieces() {
+        let mut sink = Collect {
+            pieces: vec![],
+            stop_after: usize::MAX,
+        };
+        let mut reply = Streamed::default();
+        for f in [
+            frame(Some("Hel"), None),
+            frame(Some("lo"), None),
+            frame(None, Some("STOP")),
+        ] {
+            assert!(reply.take(f, &mut sink).is_none());
+        }
+        assert_eq!(sink.pieces, ["Hel", "lo"]);
+        assert_eq!(
+            reply.finish().unwrap(),
+            ModelReply::Text {
+                text: "Hello".into(),
+                finish_reason: "STOP".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_safety_stop_after_text_blocks_and_cancel_keeps_the_text_so_far() {
+        let mut sink = Collect {
+            pieces: vec![],
+            stop_after: usize::MAX,
+        };
+        let mut reply = Streamed::default();
+        reply.take(frame(Some("Sure, "), None), &mut sink);
+        reply.take(frame(None, Some("SAFETY")), &mut sink);
+        assert!(matches!(
+            reply.finish().unwrap(),
+            ModelReply::Blocked { .. }
+        ));
+
+        let mut sink = Collect {
+            pieces: vec![],
+            stop_after: 2,
+        };
+        let mut reply = Streamed::default();
+        assert!(reply.take(frame(Some("One "), None), &mut sink).is_none());
+        assert_eq!(
+            reply.take(frame(Some("two "), None), &mut sink),
+            Some(ModelReply::Text {
+                text: "One two ".into(),
+                finish_reason: CANCELLED.into()
+            })
+        );
+    }
 }
