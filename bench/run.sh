@@ -2,7 +2,7 @@
 # `make bench` (full: release packages, long runs) or `make bench-quick` (debug build,
 # short runs: proves the suite works, judges nothing). Starts its own PostgreSQL, Redis
 # and local server, prints one table and writes bench/results/latest.json.
-# BENCH_ONLY=deletion (a comma list of cold, warm, sustained, worker, growth, deletion, sizes) runs
+# BENCH_ONLY=deletion (a comma list of cold, warm, sustained, worker, live, growth, deletion, sizes) runs
 # only those parts and replaces only their figures.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/services.sh"
@@ -67,7 +67,8 @@ port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
 # than a Lambda container's, since one process serves all 50 connections here.
 REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
     "$BIN_DIR/local-server.run" >"$STATE/server.log" 2>&1 &
-STARTED_PIDS+=("$!")
+SERVER_PID=$!
+STARTED_PIDS+=("$SERVER_PID")
 for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
 
-BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$BIN_DIR/bench.run" $QUICK
+BENCH_SERVER_PID="$SERVER_PID" BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$BIN_DIR/bench.run" $QUICK

@@ -88,6 +88,8 @@ check POST /webhook/stripe 400 invalid_signature '{}'
 SMOKE_EMAIL="smoke-$(date +%s%N)@example.com"
 check POST /auth/signup 201 "" "{\"email\": \"$SMOKE_EMAIL\", \"name\": \"Smoke\"}"
 check POST /auth/send-otp 200 "" "{\"email\": \"$SMOKE_EMAIL\"}"
+# The stream function runs under run_with_streaming_response (a Function URL on AWS).
+check GET /chatroom/0190a0b2-0000-7000-8000-000000000001/messages/0190a0b2-0000-7000-8000-000000000002/stream 401 unauthorized
 
 # cargo lambda invoke with sample events (placeholders left unfilled on purpose: the
 # token is then invalid, and the batch's records are unreadable and dropped).

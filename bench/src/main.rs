@@ -2,6 +2,7 @@
 //! sizes and cost growth, each as min / median / max over repeated runs. Started by
 //! bench/run.sh, which provides the services, the release binaries and the local server.
 
+mod live;
 mod runtime_api;
 
 use std::collections::BTreeMap;
@@ -1055,7 +1056,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(conn);
     let f = fixture(&s, &db).await?;
     let mut report = Report::default();
-    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, growth, deletion,
+    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, live, growth, deletion,
     // sizes); a partial full run updates only its own figures in latest.json.
     // `--load` (bench/run.sh --load): the load sections only, on a release build of the
     // local server, when packaging every function cannot fit; the other rows are kept.
@@ -1081,6 +1082,10 @@ async fn main() -> anyhow::Result<()> {
     if run("worker") {
         eprintln!("bench: worker");
         worker(&s, &db, &f, &mut report).await?;
+    }
+    if run("live") {
+        eprintln!("bench: live replies");
+        live::run(&s, &db, &f, &mut report).await?;
     }
     if run("growth") {
         eprintln!("bench: cost growth");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use shared::chat::model::{OfflineModel, ReplyModel};
 use shared::chat::worker::Worker;
 use shared::clients::queue::ReplyJob;
@@ -60,7 +61,14 @@ async fn main() -> anyhow::Result<()> {
         .context("configuration error: LOCAL_ADDR")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {addr}"))?;
+        .with_context(|| format!("binding {addr}"))?
+        // Live replies go out as written, not held back by Nagle's algorithm behind a
+        // segment the client has not acknowledged yet.
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
     tracing::info!(%addr, otp_delivery = ?state.config.otp_delivery, "local API listening");
     // The peer address feeds the per-IP throttles (API Gateway's sourceIp in AWS).
     axum::serve(

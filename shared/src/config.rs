@@ -103,6 +103,9 @@ pub struct Config {
     /// longer than the queue's visibility timeout, so live redeliveries are left alone.
     pub sweep_after: Duration,
     pub stripe: StripeSettings,
+    /// Longest a live reply stream stays open before the client must reconnect
+    /// (with `Last-Event-ID`); below the stream function's timeout.
+    pub stream_max: Duration,
 }
 
 /// Requests one client IP may make per hour; 0 turns a limit off. Generous by default:
@@ -314,6 +317,7 @@ impl Config {
                     .to_string(),
                 api_base: env.optional("STRIPE_API_BASE"),
             },
+            stream_max: Duration::from_secs(env.parsed("STREAM_MAX_SECONDS", 240)?),
         })
     }
 }

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod chatrooms;
 pub mod idempotency;
+pub mod live;
 pub mod messages;
 pub mod model;
 pub mod worker;

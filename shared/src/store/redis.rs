@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
@@ -19,10 +21,21 @@ use crate::store::tls;
 // never into a request that hangs until the Lambda times out.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// For the connections of blocking reads (`XREAD BLOCK`, at most a heartbeat long).
+const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens further connections to the same server(s).
+#[derive(Clone)]
+enum Opener {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
 
 #[derive(Clone)]
 pub struct Redis {
     conn: RedisConnection,
+    /// Opens the connections of their own that blocking reads need.
+    opener: Opener,
     prefix: String,
 }
 
@@ -32,6 +45,8 @@ pub struct Redis {
 pub enum RedisConnection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A connection of its own, without a response timeout (blocking reads).
+    Dedicated(MultiplexedConnection),
 }
 
 impl ConnectionLike for RedisConnection {
@@ -39,6 +54,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Dedicated(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -51,6 +67,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -58,6 +75,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Dedicated(c) => c.get_db(),
         }
     }
 }
@@ -82,7 +100,7 @@ impl Redis {
             })
             .transpose()?;
         let bad_url = |e: redis::RedisError| anyhow::anyhow!("configuration error: REDIS_URL: {e}");
-        let conn = if config.redis_cluster {
+        let (conn, opener) = if config.redis_cluster {
             let mut builder = ClusterClient::builder(vec![url])
                 .retries(1)
                 .max_retry_wait(100);
@@ -94,7 +112,8 @@ impl Redis {
                 .set_connection_timeout(CONNECT_TIMEOUT)
                 .set_response_timeout(RESPONSE_TIMEOUT);
             // Connects in the background: the first command waits for it, init does not.
-            RedisConnection::Cluster(client.get_pending_async_connection_with_config(cfg))
+            let conn = client.get_pending_async_connection_with_config(cfg);
+            (RedisConnection::Cluster(conn), Opener::Cluster(client))
         } else {
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(url, certs),
@@ -106,16 +125,43 @@ impl Redis {
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(100));
-            RedisConnection::Single(ConnectionManager::new_lazy_with_config(client, cfg)?)
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
+            (RedisConnection::Single(conn), Opener::Single(client))
         };
         Ok(Self {
             conn,
+            opener,
             prefix: config.redis_key_prefix.clone(),
         })
     }
 
     pub fn conn(&self) -> RedisConnection {
         self.conn.clone()
+    }
+
+    /// A connection of its own, without a response timeout, for blocking reads
+    /// (`XREAD BLOCK`): on the shared connection one would stall every other command.
+    pub async fn dedicated(&self) -> redis::RedisResult<RedisConnection> {
+        match &self.opener {
+            Opener::Single(client) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await?;
+                Ok(RedisConnection::Dedicated(conn))
+            }
+            Opener::Cluster(client) => {
+                // The cluster client insists on a response timeout: one well above any
+                // blocking read's own timeout.
+                let cfg = ClusterConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(BLOCKING_RESPONSE_TIMEOUT);
+                let conn = client.get_async_connection_with_config(cfg).await?;
+                Ok(RedisConnection::Cluster(conn))
+            }
+        }
     }
 
     /// Namespaced key: `<prefix><parts joined by ':'>`.

@@ -20,6 +20,7 @@ mod quota;
 mod routes;
 mod secrets;
 mod signin;
+mod stream;
 mod sweeper;
 mod tls;
 mod unavailable;
