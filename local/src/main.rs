@@ -2,6 +2,7 @@
 //! an in-process queue consumed by the same worker code the reply-worker Lambda runs.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
         jobs,
     ));
 
-    let app = local_server::app(state.clone());
+    let web_dir = web_dir();
+    tracing::info!(web_dir = %web_dir.display(), "serving the web client at /");
+    let app = local_server::app_with_web(state.clone(), &web_dir);
 
     let addr: SocketAddr = std::env::var("LOCAL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
@@ -63,6 +66,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// The web client's folder: `WEB_DIR`, else the repository's `web/` (found from the
+/// source tree, so the binary serves it whatever its working directory).
+fn web_dir() -> PathBuf {
+    match std::env::var_os("WEB_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../web"),
+    }
 }
 
 /// Plays the part of SQS + Lambda locally: each job is retried with a growing delay

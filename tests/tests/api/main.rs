@@ -12,4 +12,5 @@ mod openapi;
 mod quota;
 mod routes;
 mod unavailable;
+mod web;
 mod worker;
