@@ -38,4 +38,6 @@ if [ $# -eq 0 ]; then
     FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-120}" bash scripts/fuzz.sh
     DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
         bash scripts/lambda-smoke.sh
+    # The web client in headless Chromium (reuses fuzz.sh's local-server build).
+    WEB_TEST_PORT="${TEST_WEB_PORT:-55093}" bash scripts/web-test.sh
 fi

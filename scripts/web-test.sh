@@ -57,4 +57,4 @@ WEB_TEST_REDIS_URL="$TEST_REDIS_URL" \
 WEB_TEST_PORT="$PORT" \
 WEB_TEST_DIR="$ROOT/web" \
 WEB_TEST_SCREENSHOTS="$ROOT/tests/web/screenshots" \
-    node --test --test-concurrency=1 --test-reporter=spec tests/web/web.test.mjs
+    node --test --test-concurrency=1 --test-reporter=spec tests/web/web.test.mjs tests/web/deploy-web.test.mjs

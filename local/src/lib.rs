@@ -27,6 +27,10 @@ pub fn app(state: AppState) -> Router {
     shared::http::app(routes)
 }
 
+/// No inline script, nothing from elsewhere; images only from the page itself.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
 /// The API plus the web client's files (`web/`) for every path no route claims, so
 /// `make dev` serves the whole product on one origin. Paths that are neither get the
 /// API's JSON 404.
@@ -36,11 +40,17 @@ pub fn app_with_web(state: AppState, web_dir: &Path) -> Router {
         .append_index_html_on_directories(true)
         .call_fallback_on_method_not_allowed(true)
         .fallback(api.clone());
-    // Revalidate on every load: an edited module must never be served stale in development.
     let files = tower::ServiceBuilder::new()
+        // Revalidate on every load: an edited module must never be served stale in development.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),
+        ))
+        // The policy the CloudFront distribution sends (template.yaml), so the browser
+        // tests prove the client runs under it.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
         .service(files);
     api.fallback_service(files)

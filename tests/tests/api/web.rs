@@ -36,6 +36,13 @@ async fn web_client_is_served_at_root_and_the_api_still_answers() {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     assert!(body.contains(r#"data-testid="email-input""#));
 
+    let request = Request::builder().uri("/").body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_SECURITY_POLICY],
+        local_server::CONTENT_SECURITY_POLICY
+    );
+
     let (status, content_type, _) = get(&app, Method::GET, "/js/app.js").await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.contains("javascript"), "{content_type}");
