@@ -22,7 +22,8 @@ pub fn app(state: AppState) -> Router {
         .merge(user_fn::routes(state.clone()))
         .merge(chatroom_fn::routes(state.clone()))
         .merge(subscription_fn::routes(state.clone()))
-        .merge(stripe_webhook_fn::routes(state))
+        .merge(stripe_webhook_fn::routes(state.clone()))
+        .merge(stream_fn::routes(state))
         .route("/openapi.json", get(move || async move { axum::Json(doc) }));
     shared::http::app(routes)
 }
@@ -108,6 +109,7 @@ pub fn openapi() -> OpenApi {
         chatroom_fn::Api::openapi(),
         subscription_fn::Api::openapi(),
         stripe_webhook_fn::Api::openapi(),
+        stream_fn::Api::openapi(),
     ] {
         doc.merge(part);
     }

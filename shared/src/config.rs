@@ -79,6 +79,9 @@ pub struct Config {
     /// are jobs whose every delivery failed, and their messages end `failed`.
     pub dead_letter_queue_arn: Option<String>,
     pub stripe: StripeSettings,
+    /// Longest a live reply stream stays open before the client must reconnect
+    /// (with `Last-Event-ID`); below the stream function's timeout.
+    pub stream_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +209,7 @@ impl Config {
                     .to_string(),
                 api_base: env.optional("STRIPE_API_BASE"),
             },
+            stream_max: Duration::from_secs(env.parsed("STREAM_MAX_SECONDS", 240)?),
         })
     }
 }

@@ -164,6 +164,7 @@ pub fn test_config(database_url: &str) -> Config {
             frontend_url: "https://app.example.com".into(),
             api_base: None,
         },
+        stream_max: Duration::from_secs(20),
     }
 }
 
@@ -237,7 +238,8 @@ impl TestApp {
             .merge(user_fn::routes(state.clone()))
             .merge(chatroom_fn::routes(state.clone()))
             .merge(subscription_fn::routes(state.clone()))
-            .merge(stripe_webhook_fn::routes(state.clone()));
+            .merge(stripe_webhook_fn::routes(state.clone()))
+            .merge(stream_fn::routes(state.clone()));
         Self {
             router: shared::http::app(routes),
             worker: Worker {
@@ -442,6 +444,13 @@ pub fn gemini_text(text: &str) -> Value {
 }
 
 pub const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
+pub const GEMINI_STREAM_PATH: &str = "/v1beta/models/gemini-test:streamGenerateContent";
+
+/// Matches both Gemini endpoints the client calls: replies stream
+/// (`:streamGenerateContent`), titles do not (`:generateContent`).
+pub fn gemini_path() -> wiremock::matchers::PathRegexMatcher {
+    wiremock::matchers::path_regex(r"^/v1beta/models/gemini-test:(stream)?[gG]enerateContent$")
+}
 
 /// The local AWS emulator (moto) started by `make test`.
 pub fn aws_endpoint() -> String {

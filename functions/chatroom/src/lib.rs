@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chatroom/{id}/messages"),
     ("POST", "/chatroom/{id}/message"),
     ("GET", "/chatroom/{id}/messages/{message_id}"),
+    ("POST", "/chatroom/{id}/messages/{message_id}/cancel"),
 ];
 
 pub fn routes(state: AppState) -> Router {
@@ -43,11 +44,25 @@ pub fn routes(state: AppState) -> Router {
         .route("/chatroom/{id}/messages", get(page))
         .route("/chatroom/{id}/message", send)
         .route("/chatroom/{id}/messages/{message_id}", get(show_message))
+        .route(
+            "/chatroom/{id}/messages/{message_id}/cancel",
+            post(cancel_message),
+        )
         .with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(create, list, show, page, rename, remove, send_message, show_message))]
+#[openapi(paths(
+    create,
+    list,
+    show,
+    page,
+    rename,
+    remove,
+    send_message,
+    show_message,
+    cancel_message
+))]
 pub struct Api;
 
 #[derive(Deserialize, ToSchema)]
@@ -261,4 +276,20 @@ async fn show_message(
     let (message, reply) =
         chat::message_with_reply(&state, user.id, id, message_id, q.wait).await?;
     Ok(Json(MessageWithReply { message, reply }))
+}
+
+/// Stop the reply being written: the worker keeps the text so far as the reply, with
+/// `finish_reason` `cancelled` (the message ends `answered`; the live stream ends with
+/// `done`). A message already answered, blocked or failed is 409 `already_finished`.
+#[utoipa::path(post, path = "/chatroom/{id}/messages/{message_id}/cancel", tag = "chatroom",
+    security(("bearer" = [])), params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
+    responses((status = 202, body = Accepted),
+        (status = 409, description = "already_finished: the message has its answer already")))]
+async fn cancel_message(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, message_id)): Path<(Uuid, Uuid)>,
+) -> AppResult<(StatusCode, Json<Accepted>)> {
+    let message = chat::live::cancel(&state, user.id, id, message_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { message })))
 }

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod chatrooms;
+pub mod live;
 pub mod messages;
 pub mod model;
 pub mod worker;

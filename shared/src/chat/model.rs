@@ -36,10 +36,46 @@ pub enum ModelError {
     Permanent { message: String },
 }
 
+/// `finish_reason` of a reply the user stopped: the text is what was produced until then.
+pub const CANCELLED: &str = "cancelled";
+
+/// Where a reply goes while it is being produced.
+pub trait ReplySink: Send {
+    /// The next piece of the reply's text.
+    fn text(&mut self, piece: &str);
+    /// The user asked to stop: the model stops reading and returns what it has.
+    fn cancelled(&self) -> bool;
+}
+
+/// A sink that keeps nothing (titles, callers that only want the final reply).
+pub struct Discard;
+
+impl ReplySink for Discard {
+    fn text(&mut self, _piece: &str) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
 #[async_trait::async_trait]
 pub trait ReplyModel: Send + Sync {
     /// One attempt at a reply to the last user turn; the worker owns retries.
     async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError>;
+
+    /// The same attempt, handing the text to `sink` as it is produced. Stops early,
+    /// with the text so far and finish reason [`CANCELLED`], once the sink says so.
+    /// By default the whole reply arrives as one piece.
+    async fn reply_streaming(
+        &self,
+        conversation: &[Turn],
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let reply = self.reply(conversation).await?;
+        if let ModelReply::Text { text, .. } = &reply {
+            sink.text(text);
+        }
+        Ok(reply)
+    }
     /// A short title for a conversation that starts with this exchange.
     async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError>;
 }
@@ -68,10 +104,37 @@ impl ReplyModel for OfflineModel {
         })
     }
 
+    /// Word by word with a short pause, so that `make dev` shows a live reply.
+    async fn reply_streaming(
+        &self,
+        conversation: &[Turn],
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let reply = self.reply(conversation).await?;
+        let ModelReply::Text { text, .. } = &reply else {
+            return Ok(reply);
+        };
+        let mut sent = String::new();
+        for word in text.split_inclusive(' ') {
+            if sink.cancelled() {
+                return Ok(ModelReply::Text {
+                    text: sent,
+                    finish_reason: CANCELLED.into(),
+                });
+            }
+            tokio::time::sleep(OFFLINE_WORD_DELAY).await;
+            sink.text(word);
+            sent.push_str(word);
+        }
+        Ok(reply)
+    }
+
     async fn title(&self, user_text: &str, _reply_text: &str) -> Result<String, ModelError> {
         Ok(clean_title(user_text))
     }
 }
+
+const OFFLINE_WORD_DELAY: Duration = Duration::from_millis(60);
 
 /// A title is one line, unquoted, at most 60 characters (on a word boundary when possible).
 pub fn clean_title(raw: &str) -> String {

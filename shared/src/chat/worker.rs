@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use crate::chat::cache;
 use crate::chat::chatrooms;
+use crate::chat::live::{self, End};
 use crate::chat::messages::{self, Message, Status};
-use crate::chat::model::{ModelError, ModelReply, ReplyModel, Role, Turn};
+use crate::chat::model::{CANCELLED, ModelError, ModelReply, ReplyModel, Role, Turn};
 use crate::clients::queue::ReplyJob;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -69,16 +70,20 @@ impl Worker {
         };
         let conversation = self.conversation(&message).await?;
 
-        let reply = match self.ask_with_retries(&conversation).await {
+        // The reply is written live to the message's stream as it is produced.
+        let mut live = live::Writer::open(&self.state.redis, message.id).await;
+        let reply = match self.ask_with_retries(&conversation, &mut live).await {
             Ok(reply) => reply,
             Err(ModelError::Permanent { message: reason }) => {
                 tracing::warn!(message_id = %message.id, %reason, "model refused the request; message failed");
+                live.close().await;
                 self.fail(message.id, &reason).await?;
                 return Ok(Outcome::Failed(reason));
             }
             Err(ModelError::Transient {
                 message: reason, ..
             }) => {
+                live.close().await;
                 let max = self.state.config.max_receive_count;
                 if receive_count >= max {
                     // Last delivery: end the message as failed; the record still goes on
@@ -91,7 +96,18 @@ impl Worker {
                 return Err(Retry(reason));
             }
         };
-        let (outcome, title_from) = self.save(&message, reply).await?;
+        if matches!(reply, ModelReply::Blocked { .. }) {
+            // Whatever was shown before the block is withdrawn.
+            live.replace(BLOCKED_TEXT);
+        }
+        let saved = self.save(&message, reply).await;
+        match &saved {
+            Ok((Outcome::Answered, _)) => live.finish(End::Done).await,
+            Ok((Outcome::Blocked, _)) => live.finish(End::Blocked).await,
+            // Stored by another delivery (which ends the stream), or to be retried.
+            _ => live.close().await,
+        }
+        let (outcome, title_from) = saved?;
         if let Some(reply) = title_from {
             self.title(&message, &reply).await;
         }
@@ -116,6 +132,7 @@ impl Worker {
         let owner = messages::mark_failed(&self.state.db().await?, id, reason).await?;
         if let Some(owner) = owner {
             cache::invalidate(&self.state.redis, owner).await;
+            live::end(&self.state.redis, id, End::Failed).await;
         }
         Ok(owner.is_some())
     }
@@ -136,6 +153,10 @@ impl Worker {
             .saturating_sub(message.content.chars().count());
         let mut kept = Vec::new();
         for m in earlier.iter().rev() {
+            // A reply cancelled before any text has nothing to give the model.
+            if m.content.is_empty() {
+                continue;
+            }
             let n = m.content.chars().count();
             if n > budget {
                 break;
@@ -162,12 +183,26 @@ impl Worker {
         Ok(kept)
     }
 
-    async fn ask_with_retries(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
+    async fn ask_with_retries(
+        &self,
+        conversation: &[Turn],
+        live: &mut live::Writer,
+    ) -> Result<ModelReply, ModelError> {
         let budget = self.state.config.gemini.retry_budget;
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            match self.model.reply(conversation).await {
+            if live.refresh_cancel().await {
+                // Stopped before (another) attempt began: nothing was produced.
+                live.restart();
+                return Ok(ModelReply::Text {
+                    text: String::new(),
+                    finish_reason: CANCELLED.into(),
+                });
+            }
+            // A new attempt (or a redelivery) withdraws the text of the one before.
+            live.restart();
+            match self.model.reply_streaming(conversation, live).await {
                 Err(ModelError::Transient {
                     message,
                     retry_after,

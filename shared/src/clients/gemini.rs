@@ -1,12 +1,16 @@
-//! Google Gemini `generateContent` over reqwest.
+//! Google Gemini `generateContent` and `streamGenerateContent` (SSE) over reqwest.
 
 use std::time::Duration;
 
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::model::{ModelError, ModelReply, ReplyModel, Role, Turn, clean_title};
+use crate::chat::model::{
+    CANCELLED, ModelError, ModelReply, ReplyModel, ReplySink, Role, Turn, clean_title,
+};
 use crate::config::GeminiSettings;
 
 const SYSTEM_PROMPT: &str =
@@ -18,6 +22,7 @@ pub struct GeminiClient {
     http: std::sync::OnceLock<reqwest::Client>,
     timeout: Duration,
     url: String,
+    stream_url: String,
     api_key: String,
     max_output_tokens: u32,
 }
@@ -35,6 +40,10 @@ impl GeminiClient {
             timeout: settings.request_timeout,
             url: format!(
                 "{}/v1beta/models/{}:generateContent",
+                settings.base_url, settings.model
+            ),
+            stream_url: format!(
+                "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
                 settings.base_url, settings.model
             ),
             api_key,
@@ -77,6 +86,143 @@ impl GeminiClient {
         }
         Err(classify_error(status, &text))
     }
+
+    /// `streamGenerateContent?alt=sse`: one `GenerateResponse` per SSE frame, each
+    /// piece of text handed to `sink` as it arrives; the stream just ends (no marker).
+    async fn generate_streaming(
+        &self,
+        body: Value,
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let response = self
+            .http()
+            .post(&self.stream_url)
+            .header("x-goog-api-key", &self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transient(format!("request failed: {e}")))?;
+        let status = response.status();
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !status.is_success() || !is_sse {
+            let text = response
+                .text()
+                .await
+                .map_err(|e| transient(format!("reading the response failed: {e}")))?;
+            if !status.is_success() {
+                return Err(classify_error(status, &text));
+            }
+            // Plain JSON (what the endpoint sends without `alt=sse`: one response or an
+            // array of them) is read as the same frames, all at once.
+            let frames: Vec<GenerateResponse> = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(items)) => items
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<_, _>>(),
+                Ok(one) => serde_json::from_value(one).map(|r| vec![r]),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| transient(format!("unreadable response: {e}")))?;
+            let mut reply = Streamed::default();
+            for frame in frames {
+                if let Some(done) = reply.take(frame, sink) {
+                    return Ok(done);
+                }
+            }
+            return reply.finish();
+        }
+        let mut frames = response.bytes_stream().eventsource();
+        let mut reply = Streamed::default();
+        while let Some(event) = frames.next().await {
+            let event = event.map_err(|e| transient(format!("the stream broke: {e}")))?;
+            if event.data.trim().is_empty() {
+                continue;
+            }
+            let frame: GenerateResponse = serde_json::from_str(&event.data).map_err(|e| {
+                // An error in the middle of a stream comes as an error envelope frame.
+                match serde_json::from_str::<ErrorEnvelope>(&event.data) {
+                    Ok(env) => transient(format!(
+                        "error in the stream: {} {}",
+                        env.error.status, env.error.message
+                    )),
+                    Err(_) => transient(format!("unreadable stream frame: {e}")),
+                }
+            })?;
+            if let Some(done) = reply.take(frame, sink) {
+                return Ok(done);
+            }
+        }
+        reply.finish()
+    }
+}
+
+fn transient(message: String) -> ModelError {
+    ModelError::Transient {
+        message,
+        retry_after: None,
+    }
+}
+
+/// A streamed reply put together frame by frame.
+#[derive(Default)]
+struct Streamed {
+    text: String,
+    finish_reason: Option<String>,
+}
+
+impl Streamed {
+    /// Adds one frame; `Some` when the reply ends here (blocked, or cancelled).
+    fn take(&mut self, frame: GenerateResponse, sink: &mut dyn ReplySink) -> Option<ModelReply> {
+        if let Some(reason) = frame.prompt_feedback.and_then(|f| f.block_reason) {
+            return Some(ModelReply::Blocked {
+                reason: format!("prompt blocked: {reason}"),
+            });
+        }
+        if let Some(candidate) = frame.candidates.into_iter().next() {
+            if candidate.finish_reason.is_some() {
+                self.finish_reason = candidate.finish_reason;
+            }
+            let piece: String = candidate
+                .content
+                .map(|c| c.parts)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !p.thought)
+                .filter_map(|p| p.text)
+                .collect();
+            if !piece.is_empty() {
+                sink.text(&piece);
+                self.text.push_str(&piece);
+            }
+        }
+        sink.cancelled().then(|| ModelReply::Text {
+            text: std::mem::take(&mut self.text),
+            finish_reason: CANCELLED.into(),
+        })
+    }
+
+    /// The stream ended: the same rules as a whole reply, except that a safety stop
+    /// after some text blocks the reply (the text shown so far is withdrawn).
+    fn finish(self) -> Result<ModelReply, ModelError> {
+        let finish_reason = self.finish_reason.unwrap_or_else(|| "STOP".into());
+        if is_safety_stop(&finish_reason) {
+            return Ok(ModelReply::Blocked {
+                reason: format!("reply blocked: {finish_reason}"),
+            });
+        }
+        decide(self.text, finish_reason)
+    }
+}
+
+fn is_safety_stop(finish_reason: &str) -> bool {
+    matches!(
+        finish_reason,
+        "SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "IMAGE_SAFETY"
+    )
 }
 
 pub fn request_body(conversation: &[Turn], max_output_tokens: u32) -> Value {
@@ -155,12 +301,13 @@ pub fn interpret(response: GenerateResponse) -> Result<ModelReply, ModelError> {
         .filter(|p| !p.thought)
         .filter_map(|p| p.text)
         .collect();
-    let blocked = matches!(
-        finish_reason.as_str(),
-        "SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "IMAGE_SAFETY"
-    );
+    decide(text, finish_reason)
+}
+
+/// A reply's text and finish reason → the reply, or why there is none.
+fn decide(text: String, finish_reason: String) -> Result<ModelReply, ModelError> {
     if text.trim().is_empty() {
-        if blocked {
+        if is_safety_stop(&finish_reason) {
             return Ok(ModelReply::Blocked {
                 reason: format!("reply blocked: {finish_reason}"),
             });
@@ -186,6 +333,15 @@ impl ReplyModel for GeminiClient {
     async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
         let body = request_body(conversation, self.max_output_tokens);
         interpret(self.generate(body).await?)
+    }
+
+    async fn reply_streaming(
+        &self,
+        conversation: &[Turn],
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let body = request_body(conversation, self.max_output_tokens);
+        self.generate_streaming(body, sink).await
     }
 
     async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError> {

@@ -8,6 +8,7 @@ use crate::config::Config;
 
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
 }
@@ -24,8 +25,9 @@ impl Redis {
             .set_response_timeout(Some(Duration::from_millis(500)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
         Ok(Self {
+            client,
             conn,
             prefix: config.redis_key_prefix.clone(),
         })
@@ -33,6 +35,17 @@ impl Redis {
 
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection of its own, without a response timeout, for blocking reads
+    /// (`XREAD BLOCK`): on the shared connection one would stall every other command.
+    pub async fn dedicated(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
     }
 
     /// Namespaced key: `<prefix><parts joined by ':'>`.

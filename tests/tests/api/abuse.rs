@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 #[tokio::test]
@@ -75,7 +75,7 @@ async fn send_otp_flood_issues_one_code() {
 async fn hostile_and_unicode_input_is_stored_byte_exact() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("ok")))
         .mount(&app.gemini)
         .await;

@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::chat::worker::Outcome;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{header, method};
 use wiremock::{Mock, ResponseTemplate};
 
 async fn answer_with(app: &TestApp, text: &str) {
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .and(header("x-goog-api-key", "test-gemini-key"))
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text(text)))
         .mount(&app.gemini)
@@ -421,7 +421,7 @@ async fn idempotency_key_replays_without_storing_or_counting() {
 async fn long_poll_waits_for_the_reply() {
     let app = std::sync::Arc::new(TestApp::spawn().await);
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("late answer")))
         .mount(&app.gemini)
         .await;

@@ -7,12 +7,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use api_tests::{GEMINI_PATH, STRIPE_WEBHOOK_SECRET, TestApp, TestResponse, gemini_text};
+use api_tests::{STRIPE_WEBHOOK_SECRET, TestApp, TestResponse, gemini_path, gemini_text};
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
 use axum::http::StatusCode;
 use serde_json::Value;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 fn events_dir() -> PathBuf {
@@ -76,7 +76,7 @@ async fn every_sample_event_runs_through_its_function() {
     .await;
     app.mount_fake_stripe().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("See the Opera House.")))
         .mount(&app.gemini)
         .await;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_tests::faults::{TempPostgres, TempRedis};
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, test_config, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, test_config, unique_email};
 use axum::http::StatusCode;
 use shared::chat::worker::Outcome;
 use shared::clients::queue::sqs::SqsQueue;
 use shared::config::Secret;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -167,14 +167,14 @@ async fn gemini_flapping_then_healthy_answers_everything() {
     })
     .await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(4)
         .with_priority(1)
         .mount(&app.gemini)
         .await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("back")))
         .with_priority(5)
         .mount(&app.gemini)

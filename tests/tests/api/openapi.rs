@@ -25,6 +25,7 @@ fn every_route_is_documented() {
         chatroom_fn::ROUTES,
         subscription_fn::ROUTES,
         stripe_webhook_fn::ROUTES,
+        stream_fn::ROUTES,
     ];
     let mut count = 0;
     for (method, path) in routes.iter().flat_map(|r| r.iter()) {

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, sqs_client, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, sqs_client, unique_email};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::http::StatusCode;
 use serde_json::json;
 use shared::chat::worker::Outcome;
 use shared::clients::queue::sqs::SqsQueue;
-use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, ResponseTemplate};
 
 /// A queue with a dead-letter queue after `max_receive` receives; returns (url, dlq url).
@@ -139,7 +139,7 @@ async fn sqs_round_trip_and_redelivery_gives_one_reply() {
     let (url, dlq) = queue_pair(3).await;
     let app = sqs_app(&url, &dlq, 3).await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("from sqs")))
         .mount(&app.gemini)
         .await;
@@ -192,7 +192,7 @@ async fn partial_batch_failure_reports_exactly_the_failing_ids() {
     let (url, dlq) = queue_pair(5).await;
     let app = sqs_app(&url, &dlq, 5).await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .and(body_string_contains("please-fail"))
         .respond_with(ResponseTemplate::new(503).set_body_json(
             json!({"error": {"code": 503, "status": "UNAVAILABLE", "message": "overloaded"}}),
@@ -201,7 +201,7 @@ async fn partial_batch_failure_reports_exactly_the_failing_ids() {
         .mount(&app.gemini)
         .await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("fine")))
         .with_priority(5)
         .mount(&app.gemini)
@@ -274,7 +274,7 @@ async fn gemini_down_for_good_ends_failed_and_dead_lettered() {
     let (url, dlq) = queue_pair(2).await;
     let app = sqs_app(&url, &dlq, 2).await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(503))
         .mount(&app.gemini)
         .await;
@@ -362,7 +362,7 @@ async fn worker_crashing_on_every_delivery_ends_failed_through_the_dead_letter_q
 async fn rate_limited_then_answered() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(429).set_body_json(json!({"error": {
             "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.2s"}]}})))
@@ -371,7 +371,7 @@ async fn rate_limited_then_answered() {
         .mount(&app.gemini)
         .await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("after waiting")))
         .with_priority(5)
         .mount(&app.gemini)
@@ -388,7 +388,7 @@ async fn rate_limited_then_answered() {
 async fn safety_block_marks_blocked() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"promptFeedback": {"blockReason": "SAFETY"}})),
@@ -417,7 +417,7 @@ async fn safety_block_marks_blocked() {
 async fn bad_request_marks_failed_without_retry() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(400).set_body_json(
             json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "bad request"}}),
         ))
@@ -451,7 +451,7 @@ async fn bad_request_marks_failed_without_retry() {
 async fn max_tokens_keeps_partial_text() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"candidates": [{
             "content": {"role": "model", "parts": [{"text": "The beginning of"}]}, "finishReason": "MAX_TOKENS"}]})))
         .mount(&app.gemini)

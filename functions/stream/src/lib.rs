@@ -1,0 +1,77 @@
+//! Routes of the stream function: a message's reply as server-sent events, live.
+//! Served by a Lambda Function URL in response-streaming mode (API Gateway HTTP APIs
+//! buffer responses), and by the local server on the same path.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::Stream;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use shared::chat::live::{self, LiveEvent};
+use shared::http::AuthUser;
+use shared::{AppError, AppResult, AppState};
+
+/// Every (method, path) this function serves; `cargo lambda watch` must route exactly
+/// these here (checked by the route tests). On AWS the function has its own URL.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/chatroom/{id}/messages/{message_id}/stream")];
+
+/// Comment lines sent while nothing else is, so proxies keep the connection open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/chatroom/{id}/messages/{message_id}/stream", get(stream))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(stream))]
+pub struct Api;
+
+/// The reply to a message as it is written (`text/event-stream`). Events: `delta`
+/// (`{"text"}`: append), `reset` (`{}`: drop the text so far), `done` (`{"message",
+/// "reply"}`, as the long-poll route) and `error` (the error envelope). Every event has
+/// an `id`: reconnect with `Last-Event-ID` to resume without loss or repetition. A
+/// finished message answers its stored reply as one `delta`, then `done`. Comment
+/// heartbeats every 15 s. On AWS this is served by the stream function's URL.
+#[utoipa::path(get, path = "/chatroom/{id}/messages/{message_id}/stream", tag = "chatroom",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-sent events: delta, reset, done, error",
+        content_type = "text/event-stream", body = String)))]
+async fn stream(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, message_id)): Path<(Uuid, Uuid)>,
+    headers: HeaderMap,
+) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| AppError::validation("Last-Event-ID must be visible ASCII"))
+        })
+        .transpose()?;
+    let events = live::follow(&state, user.id, id, message_id, last_event_id).await?;
+    let events = futures_util::stream::unfold(events, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok(sse_event(e)), rx))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+}
+
+fn sse_event(e: LiveEvent) -> Event {
+    let event = Event::default().event(e.event).data(e.data.to_string());
+    if e.id.is_empty() {
+        event
+    } else {
+        event.id(e.id)
+    }
+}
