@@ -20,9 +20,10 @@ ensure_browser_tools() {
         apt_install "${missing[@]}"
     fi
     # package-lock.json pins playwright-core; reinstall only when the lock changed.
-    if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.package-lock.json 2>/dev/null; then
+    if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.installed-lock 2>/dev/null; then
         log "installing playwright-core (npm ci in tests/web)"
-        (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+        (cd tests/web && npm ci --no-audit --no-fund --loglevel=error &&
+            cp package-lock.json node_modules/.installed-lock)
     fi
 }
 

@@ -20,7 +20,7 @@ export async function startFakeGemini() {
   const log = { lastFrameAt: 0, requests: 0 };
 
   const plan = (text) => {
-    if (text.startsWith("Write a title")) return { frames: ["Browser test chat"], gap: 0 };
+    if (text.startsWith("Write a title")) return { frames: ["Browser test chat"], gap: 0, title: true };
     if (text.includes("inject")) return { frames: [INJECTION], gap: 0 };
     if (text.includes("blocked")) return { blocked: true };
     if (text.includes("fail") && !failedOnce.has(text)) {
@@ -76,12 +76,12 @@ export async function startFakeGemini() {
           if (i > 0 && p.gap) await sleep(p.gap);
           if (res.destroyed) return; // the worker stopped reading (cancel)
           res.write(`data: ${JSON.stringify(frame(p.frames[i], i === p.frames.length - 1))}\r\n\r\n`);
-          log.lastFrameAt = Date.now();
+          if (!p.title) log.lastFrameAt = Date.now(); // when the last frame of a reply left
         }
         res.end();
       } else {
         await sleep(p.gap * (p.frames.length - 1));
-        log.lastFrameAt = Date.now();
+        if (!p.title) log.lastFrameAt = Date.now();
         res.writeHead(200, { "content-type": "application/json" });
         res.end(JSON.stringify(frame(p.frames.join(""), true)));
       }

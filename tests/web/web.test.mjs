@@ -190,6 +190,7 @@ describe("web client", () => {
       const renders = await page.evaluate(() => window.__renders);
       const beforeLast = renders.filter((r) => r.at < gemini.log.lastFrameAt);
       assert.ok(beforeLast.length >= 2, `partial renders before the fake's last frame: ${JSON.stringify(renders)}`);
+      t.diagnostic(`${beforeLast.length} partial renders before the fake's last frame: ${JSON.stringify(beforeLast.map((r) => r.text))}`);
       for (const r of renders) {
         const shown = r.text.replace(/\n/g, "").trimEnd();
         assert.ok(finalText.startsWith(shown), `a partial render is not a prefix of the reply: ${JSON.stringify(r.text)}`);
@@ -240,6 +241,7 @@ describe("web client", () => {
     await waitForStatus(reply, "cancelled");
     const kept = await reply.locator(".body").textContent();
     assert.match(kept, /^word1 word2 word3 /);
+    t.diagnostic(`kept after stop: ${JSON.stringify(kept)}`);
     assert.ok(!kept.includes("word60"), "the whole reply was not written");
     assert.match(await reply.locator(".mark").textContent(), /Stopped/);
     assert.ok(await tid(page, "stop").isHidden());
@@ -334,6 +336,13 @@ describe("web client", () => {
     await tid(page, "chatroom-item").first().locator(".room-open").click();
     await waitForStatus(page.locator('[data-testid="message"][data-role="model"]').last(), "complete");
     await tid(page, "message-input").fill("And what should I eat?");
+    await page.evaluate(() => document.activeElement.blur());
+    // The chat list's buttons fit its column.
+    const spill = await page.evaluate(() => {
+      const rooms = document.querySelector(".rooms");
+      return rooms.scrollWidth - rooms.clientWidth;
+    });
+    assert.ok(spill <= 0, `the chat list is ${spill}px wider than its column`);
     const desktop = path.join(SHOTS, "desktop-chat.png");
     await page.screenshot({ path: desktop });
     if (process.env.WEB_TEST_README_SHOT) fs.copyFileSync(desktop, process.env.WEB_TEST_README_SHOT);

@@ -79,7 +79,7 @@ export class Api {
 
   /**
    * Follows a reply's stream. Resolves to the `done` body, or to null when the stream
-   * ended without one (a deadline: the caller long-polls). Rejects with an ApiError
+   * ended without one (a deadline, a failed reply, a broken stream: the caller long-polls). Rejects with an ApiError
    * with code `stream_unsupported` when this deployment has no stream route.
    */
   async stream(chatroomId, messageId, { onDelta, onReset, signal }) {
@@ -113,10 +113,9 @@ export class Api {
         if (event.event === "delta") onDelta(JSON.parse(event.data).text || "");
         else if (event.event === "reset") onReset();
         else if (event.event === "done") { done = JSON.parse(event.data); break; }
-        else if (event.event === "error") {
-          const e = JSON.parse(event.data).error || {};
-          throw new ApiError(500, e.code || "stream_error", e.message || "The reply stream failed.");
-        }
+        // A failed reply (`reply_failed`) or a broken stream: the message's stored state
+        // (failed with its reason, or still on its way) comes from the long-poll.
+        else if (event.event === "error") return null;
       }
       if (done) return done;
       if (!lastId) return null;

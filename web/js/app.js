@@ -301,6 +301,7 @@ async function openRoom(id) {
   clearError();
   const body = await state.api.get(`/chatroom/${id}`);
   state.room = body.chatroom;
+  state.rooms = state.rooms.map((r) => (r.id === id ? body.chatroom : r)); // its latest name
   state.cursor = body.next_cursor;
   state.busy = false;
   $("chat-title").textContent = roomName(body.chatroom);
@@ -457,7 +458,11 @@ async function followReply(chatroomId, message, userLi) {
   else replyLi.remove();
   scrollToEnd();
   refreshUsage().catch(showError);
-  loadRooms().catch(showError); // activity order and a title given by the worker
+  await loadRooms(); // activity order, and a title the worker gave the chatroom
+  // The worker titles a new chatroom just after its first reply: look once more.
+  if (state.rooms.some((r) => r.id === chatroomId && !r.name)) {
+    setTimeout(() => { if (state.api.token) loadRooms().catch(showError); }, 3000);
+  }
 }
 
 async function streamReply(chatroomId, message, replyLi) {
