@@ -8,7 +8,7 @@
 // the README's screenshot there), CHROMIUM (default /usr/bin/chromium).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -284,7 +284,7 @@ describe("web client", () => {
     // Billing is not configured on this server: the button explains instead of failing.
     await tid(page, "upgrade").click();
     await tid(page, "error").waitFor();
-    assert.match(await tid(page, "error").textContent(), /billing \(Stripe\) is not configured/);
+    assert.match(await page.locator("#error-text").textContent(), /^Upgrading is not available here: billing is not configured/);
   });
 
   test("Markdown with HTML renders as text; failed and blocked messages are marked; retry", async (t) => {
@@ -314,6 +314,36 @@ describe("web client", () => {
     const blocked = page.locator('[data-testid="message"][data-role="user"]').last();
     await waitForStatus(blocked, "blocked");
     assert.match(await blocked.locator(".mark").textContent(), /Blocked/);
+  });
+
+  test("history pages back with Load older messages", async (t) => {
+    const { page } = await newPage(t);
+    await signIn(page);
+    await newChat(page);
+    const room = await tid(page, "chatroom-item").first().getAttribute("data-id");
+    // 60 earlier messages, written straight into the database (cheaper than 60 sends).
+    execFileSync("psql", [env("WEB_TEST_DATABASE_URL"), "-qtA", "-v", "ON_ERROR_STOP=1", "-c", `
+      INSERT INTO messages (id, chatroom_id, user_id, role, content, status, created_at)
+      SELECT gen_random_uuid(), c.id, c.user_id, 'user', 'old message ' || g, 'answered',
+             now() - interval '1 hour' + g * interval '1 second'
+      FROM chatrooms c, generate_series(1, 60) g WHERE c.id = '${room}'`]);
+    await page.reload();
+    await tid(page, "chatroom-item").first().locator(".room-open").click();
+    const messages = page.locator('[data-testid="message"]');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="message"]').length > 0);
+    const first = await messages.count();
+    assert.ok(first < 60, `the first page holds ${first} messages`);
+    assert.equal(await messages.last().locator(".body").textContent(), "old message 60");
+    const older = page.getByRole("button", { name: "Load older messages" });
+    await older.click();
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="message"]').length > n, first);
+    while (await older.isVisible()) {
+      const n = await messages.count();
+      await older.click();
+      await page.waitForFunction((k) => document.querySelectorAll('[data-testid="message"]').length > k, n);
+    }
+    assert.equal(await messages.count(), 60);
+    assert.equal(await messages.first().locator(".body").textContent(), "old message 1");
   });
 
   test("phone-width and desktop screenshots", async (t) => {

@@ -153,7 +153,7 @@ async function refreshUsage() {
 
 function billingError(error, what) {
   if (error instanceof ApiError && error.code === "billing_unavailable") {
-    return new Error(`${what} is not available on this server: billing (Stripe) is not configured here. (${error.message})`);
+    return new Error(`${what} is not available here: ${error.message.replace(/\.$/, "")}.`);
   }
   return error;
 }
