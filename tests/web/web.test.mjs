@@ -346,6 +346,44 @@ describe("web client", () => {
     assert.equal(await messages.first().locator(".body").textContent(), "old message 1");
   });
 
+  test("keyboard only, and every control has a name for screen readers", async (t) => {
+    const { page } = await newPage(t);
+    // The e-mail field has the focus; Enter submits each form, focus moves to the next field.
+    await page.keyboard.type(`web-${process.pid}-kb@example.com`);
+    await page.keyboard.press("Enter");
+    await tid(page, "dev-code").waitFor();
+    await page.keyboard.type((await tid(page, "dev-code").textContent()).match(/\d{6}/)[0]);
+    await page.keyboard.press("Enter");
+    await tid(page, "new-chatroom").waitFor();
+    await tid(page, "new-chatroom").focus();
+    await page.keyboard.press("Enter");
+    await tid(page, "message-input").waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), "message-input");
+    // Shift+Enter is a new line, not a send.
+    await page.keyboard.type("first line");
+    await page.keyboard.press("Shift+Enter");
+    await page.keyboard.type("second line");
+    assert.equal(await tid(page, "message-input").inputValue(), "first line\nsecond line");
+    assert.equal(await page.locator('[data-testid="message"]').count(), 0);
+    await page.keyboard.press("Enter");
+    const reply = page.locator('[data-testid="message"][data-role="model"]').last();
+    await reply.waitFor();
+    await waitForStatus(reply, "complete");
+    assert.equal(await page.locator('[data-testid="message"][data-role="user"] .body').textContent(), "first line\nsecond line");
+    // Tab reaches the chat list and the account buttons.
+    const reached = new Set();
+    for (let i = 0; i < 12; i += 1) {
+      await page.keyboard.press("Tab");
+      reached.add(await page.evaluate(() => document.activeElement.dataset.testid || document.activeElement.textContent.trim()));
+    }
+    for (const name of ["sign-out", "upgrade", "new-chatroom", "Rename"]) assert.ok(reached.has(name), `Tab never reached ${name}: ${[...reached]}`);
+    const unnamed = await page.evaluate(() => [...document.querySelectorAll("button, input, textarea")]
+      .filter((el) => el.offsetParent !== null)
+      .filter((el) => !(el.labels?.length || el.getAttribute("aria-label") || el.textContent.trim()))
+      .map((el) => el.outerHTML));
+    assert.deepEqual(unnamed, []);
+  });
+
   test("phone-width and desktop screenshots", async (t) => {
     const { page } = await newPage(t, { width: 390, height: 844 });
     await signIn(page);
