@@ -303,7 +303,9 @@ async function openRoom(id) {
   state.room = body.chatroom;
   state.rooms = state.rooms.map((r) => (r.id === id ? body.chatroom : r)); // its latest name
   state.cursor = body.next_cursor;
-  state.busy = false;
+  setBusy(false);
+  // A reply still streaming in another chatroom keeps going, but its Stop is not shown here.
+  $("stop").hidden = !(state.streaming && state.streaming.chatroomId === id);
   $("chat-title").textContent = roomName(body.chatroom);
   $("messages").replaceChildren(...body.messages.map(messageItem));
   $("older").hidden = !state.cursor;
