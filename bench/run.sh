@@ -50,7 +50,8 @@ port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
 # than a Lambda container's, since one process serves all 50 connections here.
 REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
     "$ROOT/target/$PROFILE/local-server" >"$STATE/server.log" 2>&1 &
-STARTED_PIDS+=("$!")
+SERVER_PID=$!
+STARTED_PIDS+=("$SERVER_PID")
 for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
 
-BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$ROOT/target/$PROFILE/bench" $QUICK
+BENCH_SERVER_PID="$SERVER_PID" BENCH_BIN_DIR="$BIN_DIR" BENCH_BASE="http://127.0.0.1:$PORT" "$ROOT/target/$PROFILE/bench" $QUICK

@@ -53,6 +53,8 @@ check GET /user/me 401 unauthorized
 check GET /chatroom 401 unauthorized
 check GET /subscription/status 401 unauthorized
 check POST /webhook/stripe 400 invalid_signature '{}'
+# The stream function runs under run_with_streaming_response (a Function URL on AWS).
+check GET /chatroom/0190a0b2-0000-7000-8000-000000000001/messages/0190a0b2-0000-7000-8000-000000000002/stream 401 unauthorized
 
 # cargo lambda invoke with sample events (placeholders left unfilled on purpose: the
 # token is then invalid, and the batch's records are unreadable and dropped).

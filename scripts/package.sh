@@ -11,7 +11,7 @@ ensure_tools
 
 ARCH_FLAG="--x86-64"
 [ "${1:-}" = "--arm64" ] && ARCH_FLAG="--arm64"
-FUNCTIONS="auth user chatroom subscription stripe-webhook reply-worker"
+FUNCTIONS="auth user chatroom subscription stripe-webhook reply-worker stream"
 
 for f in $FUNCTIONS; do
     log "building $f ($ARCH_FLAG, release)"

@@ -2,6 +2,7 @@
 //! sizes and cost growth, each as min / median / max over repeated runs. Started by
 //! bench/run.sh, which provides the services, the release binaries and the local server.
 
+mod live;
 mod runtime_api;
 
 use std::collections::BTreeMap;
@@ -683,15 +684,32 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(conn);
     let f = fixture(&s, &db).await?;
     let mut report = Report::default();
-    eprintln!("bench: cold start and memory");
-    cold_start(&s, &f, &mut report).await?;
-    eprintln!("bench: warm API");
-    warm(&s, &db, &f, &mut report).await?;
-    eprintln!("bench: worker");
-    worker(&s, &db, &f, &mut report).await?;
-    eprintln!("bench: cost growth");
-    growth(&s, &db, &f, &mut report).await?;
-    sizes(&mut report);
+    // `--only=<section>` (cold, warm, worker, live, growth, sizes) runs one section.
+    let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
+    let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if wants("cold") {
+        eprintln!("bench: cold start and memory");
+        cold_start(&s, &f, &mut report).await?;
+    }
+    if wants("warm") {
+        eprintln!("bench: warm API");
+        warm(&s, &db, &f, &mut report).await?;
+    }
+    if wants("worker") {
+        eprintln!("bench: worker");
+        worker(&s, &db, &f, &mut report).await?;
+    }
+    if wants("live") {
+        eprintln!("bench: live replies");
+        live::run(&s, &db, &f, &mut report).await?;
+    }
+    if wants("growth") {
+        eprintln!("bench: cost growth");
+        growth(&s, &db, &f, &mut report).await?;
+    }
+    if wants("sizes") {
+        sizes(&mut report);
+    }
     if quick {
         report.notes.push(
             "quick mode: debug build, short runs; proves the suite works, not a speed measurement"

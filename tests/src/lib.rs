@@ -2,6 +2,7 @@
 //! template) and its own Redis key prefix, so tests run in parallel without sharing state.
 
 pub mod faults;
+pub mod live;
 
 use std::time::Duration;
 
@@ -262,6 +263,50 @@ impl TestApp {
             out.push((job.message_id, self.worker.process(job, 1).await));
         }
         out
+    }
+
+    /// The jobs queued so far, taken off the queue (to run them by hand).
+    pub async fn take_jobs(&self) -> Vec<ReplyJob> {
+        let mut jobs = self.jobs.lock().await;
+        let mut out = Vec::new();
+        while let Ok(job) = jobs.try_recv() {
+            out.push(job);
+        }
+        out
+    }
+
+    /// A worker over this app's state whose Gemini is at `base_url`.
+    pub fn worker_with_gemini(&self, base_url: &str) -> Worker {
+        let mut settings = self.state.config.gemini.clone();
+        settings.base_url = base_url.to_string();
+        Worker {
+            state: self.state.clone(),
+            model: Arc::new(GeminiClient::new(&settings).expect("gemini client")),
+        }
+    }
+
+    /// `GET .../stream`: the response status, and its body to read events from.
+    pub async fn open_stream(
+        &self,
+        token: &str,
+        chatroom: &str,
+        message: &str,
+        last_event_id: Option<&str>,
+    ) -> (StatusCode, HeaderMap, live::SseReader) {
+        let mut request = Request::get(format!("/chatroom/{chatroom}/messages/{message}/stream"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, live::SseReader::new(response.into_body()))
     }
 
     pub async fn set_tier(&self, token: &str, tier: &str) {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use api_tests::{STRIPE_WEBHOOK_SECRET, TestApp, TestResponse, gemini_path, gemini_text};
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
@@ -44,6 +44,7 @@ impl Run<'_> {
             "chatroom" => chatroom_fn::routes(s),
             "subscription" => subscription_fn::routes(s),
             "stripe-webhook" => stripe_webhook_fn::routes(s),
+            "stream" => stream_fn::routes(s),
             other => panic!("no HTTP function {other}"),
         })
     }
@@ -60,6 +61,33 @@ impl Run<'_> {
         let response = TestApp::send_to(self.router(function), request).await;
         assert_eq!(response.status, expected, "{name}: {}", response.body);
         response
+    }
+
+    /// Runs a Function URL event through lambda_http's response-streaming adapter (what
+    /// `run_with_streaming_response` serves) and reads the streamed body to its end.
+    async fn streaming(&mut self, name: &str) -> (StatusCode, HeaderMap, String) {
+        use futures_util::StreamExt;
+        use lambda_http::tower::ServiceExt;
+        let text = self.load(name);
+        assert!(!text.contains("{{"), "{name}: unfilled placeholder");
+        let function = name.split('/').next().unwrap();
+        let request: lambda_http::request::LambdaRequest =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let adapter = lambda_http::StreamAdapter::from(self.router(function));
+        let response = adapter
+            .oneshot(lambda_http::LambdaEvent::new(
+                request,
+                lambda_http::Context::default(),
+            ))
+            .await
+            .expect("infallible");
+        let prelude = response.metadata_prelude;
+        let mut body = String::new();
+        let mut stream = response.stream;
+        while let Some(chunk) = stream.next().await {
+            body.push_str(&String::from_utf8_lossy(&chunk.expect("the body streams")));
+        }
+        (prelude.status_code, prelude.headers, body)
     }
 }
 
@@ -143,6 +171,19 @@ async fn every_sample_event_runs_through_its_function() {
     let r = run.http("chatroom/get-message.json", StatusCode::OK).await;
     assert_eq!(r.body["message"]["status"], "answered");
     assert_eq!(r.body["reply"]["content"], "See the Opera House.");
+    // The answered message through the stream function: its reply as one delta, then done.
+    let (status, headers, body) = run.streaming("stream/stream.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events, ["delta", "done"], "{body}");
+    assert!(
+        body.contains(r#"data: {"text":"See the Opera House."}"#),
+        "{body}"
+    );
     let r = run.http("chatroom/get.json", StatusCode::OK).await;
     assert_eq!(r.body["messages"].as_array().unwrap().len(), 4);
     let r = run
@@ -162,6 +203,10 @@ async fn every_sample_event_runs_through_its_function() {
         .await;
     let third = third.body["message"]["id"].as_str().unwrap().to_string();
     run.vars.insert("MESSAGE_ID_3", third.clone());
+    let r = run
+        .http("chatroom/cancel-message.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.body["message"]["status"], "pending");
     let text = run.load("reply-worker/dead-letter-batch.json");
     let event: SqsEvent = serde_json::from_str(&text).unwrap();
     let response = reply_worker_fn::handle_batch(&app.worker, event).await;

@@ -11,6 +11,7 @@ mod faults;
 mod openapi;
 mod quota;
 mod routes;
+mod stream;
 mod unavailable;
 mod web;
 mod worker;
