@@ -253,6 +253,29 @@ describe("web client", () => {
     assert.equal(await stored.locator(".body").textContent(), kept);
   });
 
+  test("where the API has no stream route, the reply arrives by long-poll", async (t) => {
+    const { page } = await newPage(t, { expected: [404] });
+    // A deployment without live replies: its stream path is an unknown route (404 envelope).
+    let probes = 0;
+    await page.route("**/stream", (route) => {
+      probes += 1;
+      return route.fulfill({
+        status: 404,
+        contentType: "application/json",
+        body: JSON.stringify({ error: { code: "not_found", message: "no such route" } }),
+      });
+    });
+    await signIn(page);
+    await newChat(page);
+    const reply = await sendMessage(page, "What should I see in Oslo?");
+    await waitForStatus(reply, "complete");
+    assert.equal(await reply.locator(".body strong").textContent(), "museums");
+    assert.ok(await tid(page, "stop").isHidden());
+    const second = await sendMessage(page, "quick follow-up");
+    await waitForStatus(second, "complete");
+    assert.equal(probes, 1, "the client asks for the stream once, then long-polls");
+  });
+
   test("a Basic user's 6th message gets the cap message with the reset time", async (t) => {
     const { page } = await newPage(t, { expected: [429, 503] });
     await signIn(page);
