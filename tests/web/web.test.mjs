@@ -371,10 +371,12 @@ describe("web client", () => {
 
   test("keyboard only, and every control has a name for screen readers", async (t) => {
     const { page } = await newPage(t);
-    // The e-mail field has the focus; Enter submits each form, focus moves to the next field.
+    // The e-mail field gets the focus; Enter submits each form, focus moves to the next field.
+    await page.waitForFunction(() => document.activeElement?.dataset.testid === "email-input");
     await page.keyboard.type(`web-${process.pid}-kb@example.com`);
     await page.keyboard.press("Enter");
     await tid(page, "dev-code").waitFor();
+    await page.waitForFunction(() => document.activeElement?.dataset.testid === "code-input");
     await page.keyboard.type((await tid(page, "dev-code").textContent()).match(/\d{6}/)[0]);
     await page.keyboard.press("Enter");
     await tid(page, "new-chatroom").waitFor();

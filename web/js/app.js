@@ -459,12 +459,16 @@ async function followReply(chatroomId, message, userLi) {
   if (result.reply) updateMessage(replyLi, result.reply);
   else replyLi.remove();
   scrollToEnd();
+  // Not awaited: the composer is free again as soon as the reply is shown.
   refreshUsage().catch(showError);
-  await loadRooms(); // activity order, and a title the worker gave the chatroom
-  // The worker titles a new chatroom just after its first reply: look once more.
-  if (state.rooms.some((r) => r.id === chatroomId && !r.name)) {
-    setTimeout(() => { if (state.api.token) loadRooms().catch(showError); }, 3000);
-  }
+  loadRooms() // activity order, and a title the worker gave the chatroom
+    .then(() => {
+      // The worker titles a new chatroom just after its first reply: look once more.
+      if (state.rooms.some((r) => r.id === chatroomId && !r.name)) {
+        setTimeout(() => { if (state.api.token) loadRooms().catch(showError); }, 3000);
+      }
+    })
+    .catch(showError);
 }
 
 async function streamReply(chatroomId, message, replyLi) {
