@@ -1,12 +1,20 @@
-.PHONY: dev test watch check fmt clippy lint migrate package soak bench bench-quick sam-env sam-check
+.PHONY: dev test test-web deploy-web watch check fmt clippy lint migrate package soak bench bench-quick sam-env sam-check
 
-## Run the whole API locally on http://127.0.0.1:3000 (installs and starts what it needs)
+## The web client and the whole API on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
 	bash scripts/dev.sh
 
 ## Run every test against real services it starts and stops itself (also lints the template)
 test:
 	bash scripts/test.sh
+
+## The web client's browser tests alone (headless Chromium; part of `make test`)
+test-web:
+	bash scripts/web-test.sh
+
+## Upload web/ with a generated config.json to the stack's bucket (after `sam deploy`)
+deploy-web:
+	bash scripts/deploy-web.sh
 
 ## Serve the HTTP functions under the Lambda emulator (cargo lambda watch) on :9000
 watch:

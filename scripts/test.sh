@@ -54,6 +54,8 @@ if [ $# -eq 0 ]; then
     DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
         AWS_ENDPOINT="$TEST_AWS_ENDPOINT" \
         bash scripts/lambda-smoke.sh
+    # The web client in headless Chromium (reuses fuzz.sh's local-server build).
+    WEB_TEST_PORT="${TEST_WEB_PORT:-55093}" bash scripts/web-test.sh
     # What SAM deploys: sam build (release, once), sizes, start-up, EMF output.
     bash scripts/sam-check.sh
 fi

@@ -1,7 +1,12 @@
-//! The local server's assembly (all routers, one app) and the OpenAPI document.
+//! The local server's assembly (all routers, one app, the web client) and the OpenAPI document.
+
+use std::path::Path;
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
 use axum::routing::get;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 use utoipa::{OpenApi as _, ToSchema};
@@ -33,6 +38,35 @@ pub fn with_cors(app: Router, origins: &str) -> anyhow::Result<Router> {
     } else {
         app.layer(shared::http::cors::layer(origins))
     })
+}
+
+/// No inline script, nothing from elsewhere; images only from the page itself.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The API plus the web client's files (`web/`) for every path no route claims, so
+/// `make dev` serves the whole product on one origin. Paths that are neither get the
+/// API's JSON 404.
+pub fn app_with_web(state: AppState, web_dir: &Path) -> Router {
+    let api = app(state);
+    let files = ServeDir::new(web_dir)
+        .append_index_html_on_directories(true)
+        .call_fallback_on_method_not_allowed(true)
+        .fallback(api.clone());
+    let files = tower::ServiceBuilder::new()
+        // Revalidate on every load: an edited module must never be served stale in development.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        // The policy the CloudFront distribution sends (template.yaml), so the browser
+        // tests prove the client runs under it.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .service(files);
+    api.fallback_service(files)
 }
 
 #[derive(utoipa::OpenApi)]

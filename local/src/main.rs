@@ -2,6 +2,7 @@
 //! an in-process queue consumed by the same worker code the reply-worker Lambda runs.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +51,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(run_sweeper(worker.clone()));
     tokio::spawn(run_worker(worker, jobs));
 
+    let web_dir = web_dir();
+    tracing::info!(web_dir = %web_dir.display(), "serving the web client at /");
     let app = local_server::with_cors(
-        local_server::app(state.clone()),
+        local_server::app_with_web(state.clone(), &web_dir),
         &std::env::var("CORS_ALLOWED_ORIGINS").unwrap_or_default(),
     )?;
 
@@ -95,6 +98,15 @@ async fn run_sweeper(worker: Worker) {
         if let Err(e) = worker.sweep().await {
             tracing::warn!(reason = %e.0, "local sweep failed; the next one retries");
         }
+    }
+}
+
+/// The web client's folder: `WEB_DIR`, else the repository's `web/` (found from the
+/// source tree, so the binary serves it whatever its working directory).
+fn web_dir() -> PathBuf {
+    match std::env::var_os("WEB_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../web"),
     }
 }
 

@@ -24,4 +24,5 @@ mod stream;
 mod sweeper;
 mod tls;
 mod unavailable;
+mod web;
 mod worker;
