@@ -28,7 +28,7 @@ const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 enum Opener {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 #[derive(Clone)]
@@ -113,7 +113,7 @@ impl Redis {
                 .set_response_timeout(RESPONSE_TIMEOUT);
             // Connects in the background: the first command waits for it, init does not.
             let conn = client.get_pending_async_connection_with_config(cfg);
-            (RedisConnection::Cluster(conn), Opener::Cluster(client))
+            (RedisConnection::Cluster(conn), Opener::Cluster(Box::new(client)))
         } else {
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(url, certs),
