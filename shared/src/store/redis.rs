@@ -24,11 +24,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// For the connections of blocking reads (`XREAD BLOCK`, at most a heartbeat long).
 const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Opens further connections to the same server(s).
+/// Opens further connections to the same server(s). One per container: its size does
+/// not matter.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Opener {
     Single(redis::Client),
-    Cluster(Box<ClusterClient>),
+    Cluster(ClusterClient),
 }
 
 #[derive(Clone)]
@@ -113,7 +115,7 @@ impl Redis {
                 .set_response_timeout(RESPONSE_TIMEOUT);
             // Connects in the background: the first command waits for it, init does not.
             let conn = client.get_pending_async_connection_with_config(cfg);
-            (RedisConnection::Cluster(conn), Opener::Cluster(Box::new(client)))
+            (RedisConnection::Cluster(conn), Opener::Cluster(client))
         } else {
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(url, certs),
