@@ -976,17 +976,7 @@ async fn main() -> anyhow::Result<()> {
     let f = fixture(&s, &db).await?;
     let mut report = Report::default();
     eprintln!("bench: cold start and memory");
-    // `--load`: the load sections only, on a release build of the local server, for when
-    // packaging every function cannot fit (bench/run.sh --load); the cold-start, memory
-    // and package-size rows are carried over from the previous full run, marked so.
-    let load_only = std::env::args().any(|a| a == "--load");
-    if load_only {
-        report
-            .notes
-            .push("load sections only (--load): cold start, memory and package sizes are carried over from the previous full run (rows marked carried_over_from)".into());
-    } else {
-        cold_start(&s, &f, &mut report).await?;
-    }
+    cold_start(&s, &f, &mut report).await?;
     eprintln!("bench: warm API");
     warm(&s, &db, &f, &mut report).await?;
     sustained(&s, &db, &mut report).await?;
@@ -994,9 +984,7 @@ async fn main() -> anyhow::Result<()> {
     worker(&s, &db, &f, &mut report).await?;
     eprintln!("bench: cost growth");
     growth(&s, &db, &f, &mut report).await?;
-    if !load_only {
-        sizes(&mut report);
-    }
+    sizes(&mut report);
     if quick {
         report.notes.push(
             "quick mode: debug build, short runs; proves the suite works, not a speed measurement"
@@ -1030,25 +1018,7 @@ async fn main() -> anyhow::Result<()> {
     for n in &report.notes {
         println!("note: {n}");
     }
-    if load_only && !quick {
-        let previous: Value = serde_json::from_str(
-            &std::fs::read_to_string("bench/results/latest.json").unwrap_or_default(),
-        )
-        .unwrap_or(Value::Null);
-        if let Some(rows) = previous["figures"].as_array() {
-            for row in rows {
-                let section = row["section"].as_str().unwrap_or_default();
-                if ["cold start", "memory", "package size"].contains(&section) {
-                    let mut row = row.clone();
-                    if row.get("carried_over_from").is_none() {
-                        row["carried_over_from"] = previous["date"].clone();
-                    }
-                    json_rows.push(row);
-                }
-            }
-        }
-    }
-    let out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else if load_only { "full, load sections only" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
+    let out = json!({ "date": chrono::Utc::now().to_rfc3339(), "mode": if quick { "quick" } else { "full" }, "machine": machine, "figures": json_rows, "notes": report.notes });
     // Quick runs (debug build) go beside, never over, the committed full-run figures.
     let path = if quick {
         "bench/results/quick.json"
