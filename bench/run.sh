@@ -8,11 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/services.sh"
 cd "$ROOT"
 
-# --load: the load sections only, on release builds of the local server and the bench
-# (no packaging, no cold start); the other rows are carried over from the last full run.
 QUICK=""
 [ "${1:-}" = "--quick" ] && QUICK="--quick"
-[ "${1:-}" = "--load" ] && QUICK="--load"
 PG_PORT="${BENCH_PG_PORT:-55435}"
 REDIS_PORT="${BENCH_REDIS_PORT:-56382}"
 PORT="${BENCH_PORT:-55095}"
@@ -26,10 +23,7 @@ trap 'exit 130' INT TERM
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$(state_dir bench)/bin"
 mkdir -p "$BIN_DIR"
-if [ "$QUICK" = "--load" ]; then
-    cargo build -q --release -p bench -p local-server --bins
-    PROFILE=release
-elif [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
+if [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
     # BENCH_PROFILE=debug: full sizes on a debug build (for figures bound by PostgreSQL,
     # e.g. BENCH_ONLY=deletion, when a release build is not worth its time; noted).
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins

@@ -1058,14 +1058,7 @@ async fn main() -> anyhow::Result<()> {
     let mut report = Report::default();
     // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, live, growth, deletion,
     // sizes); a partial full run updates only its own figures in latest.json.
-    // `--load` (bench/run.sh --load): the load sections only, on a release build of the
-    // local server, when packaging every function cannot fit; the other rows are kept.
-    let only = match std::env::var("BENCH_ONLY").unwrap_or_default() {
-        o if o.is_empty() && std::env::args().any(|a| a == "--load") => {
-            "warm,sustained,worker,growth".to_string()
-        }
-        o => o,
-    };
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     if run("cold") {
         eprintln!("bench: cold start and memory");
