@@ -103,6 +103,7 @@ impl GeminiClient {
         body: Value,
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
+        let started = std::time::Instant::now();
         let response = self
             .http()
             .post(&self.stream_url)
@@ -139,9 +140,11 @@ impl GeminiClient {
             let mut reply = Streamed::default();
             for frame in frames {
                 if let Some(done) = reply.take(frame, sink) {
+                    reply.record(started);
                     return Ok(done);
                 }
             }
+            reply.record(started);
             return reply.finish();
         }
         let mut frames = response.bytes_stream().eventsource();
@@ -162,9 +165,11 @@ impl GeminiClient {
                 }
             })?;
             if let Some(done) = reply.take(frame, sink) {
+                reply.record(started);
                 return Ok(done);
             }
         }
+        reply.record(started);
         reply.finish()
     }
 }
@@ -181,11 +186,16 @@ fn transient(message: String) -> ModelError {
 struct Streamed {
     text: String,
     finish_reason: Option<String>,
+    /// The newest counts (the last frame carries the totals).
+    usage: Option<UsageMetadata>,
 }
 
 impl Streamed {
     /// Adds one frame; `Some` when the reply ends here (blocked, or cancelled).
     fn take(&mut self, frame: GenerateResponse, sink: &mut dyn ReplySink) -> Option<ModelReply> {
+        if frame.usage_metadata.is_some() {
+            self.usage = frame.usage_metadata;
+        }
         if let Some(reason) = frame.prompt_feedback.and_then(|f| f.block_reason) {
             return Some(ModelReply::Blocked {
                 reason: format!("prompt blocked: {reason}"),
@@ -212,6 +222,16 @@ impl Streamed {
             text: std::mem::take(&mut self.text),
             finish_reason: CANCELLED.into(),
         })
+    }
+
+    /// Latency and tokens of the call, as for a whole reply (EMF metrics).
+    fn record(&self, started: std::time::Instant) {
+        let usage = self.usage.as_ref();
+        crate::telemetry::metrics::gemini_call(
+            started.elapsed(),
+            usage.and_then(|u| u.prompt_token_count),
+            usage.map(UsageMetadata::output_tokens),
+        );
     }
 
     /// The stream ended: the same rules as a whole reply, except that a safety stop
