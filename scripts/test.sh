@@ -45,7 +45,7 @@ cargo test --workspace "$@"
 if [ $# -eq 0 ] || [ "${TEST_CLUSTER:-}" = 1 ]; then
     start_redis_cluster "$STATE/cluster" "$CLUSTER_PORT"
     TEST_REDIS_URL="redis://127.0.0.1:$CLUSTER_PORT/" TEST_REDIS_CLUSTER=true \
-        cargo test --workspace --test api -- --include-ignored quota:: chat:: auth:: abuse:: cluster::
+        cargo test --workspace --test api -- --include-ignored quota:: chat:: auth:: abuse:: cluster:: signin:: stream:: idempotency::
 fi
 
 # With arguments (a subset of tests) the contract fuzzing and emulator smoke are skipped.

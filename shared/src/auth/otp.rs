@@ -91,12 +91,15 @@ impl OtpStore {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    // An address's codes and its wrong-code budget share one hash slot: the verifying
+    // script touches both, and Redis Cluster refuses a script's keys across slots.
     fn redis_key(&self, purpose: Purpose, email: &Email) -> String {
-        self.redis.key(&["otp", purpose.as_str(), email.as_str()])
+        self.redis
+            .tagged_key("otp", email.as_str(), purpose.as_str())
     }
 
     fn wrong_key(&self, email: &Email) -> String {
-        self.redis.key(&["otp", "wrong", email.as_str()])
+        self.redis.tagged_key("otp", email.as_str(), "wrong")
     }
 
     /// Withdraws the live code (one that could not be delivered must not stay valid).

@@ -37,12 +37,23 @@ if n > 0 then redis.call('DECR', KEYS[2]) end
 return 0
 "#;
 
+/// The gap marker and window counter of `subject`, in one hash slot (Redis Cluster
+/// requires a script's keys to share one); [`hit`] and [`refund`] must agree on them.
+fn keys(redis: &Redis, scope: &str, subject: &str) -> (String, String) {
+    let tag = format!("{scope}:{subject}");
+    (
+        redis.tagged_key("throttle", &tag, "gap"),
+        redis.tagged_key("throttle", &tag, "window"),
+    )
+}
+
 /// Undoes one [`hit`] for `subject` (an attempt that failed on our side, such as an
 /// e-mail that could not be sent, must not use up the caller's budget).
 pub async fn refund(redis: &Redis, scope: &str, subject: &str) -> Result<(), AppError> {
+    let (gap, window) = keys(redis, scope, subject);
     let _: i64 = Script::new(REFUND)
-        .key(redis.key(&["throttle", scope, "gap", subject]))
-        .key(redis.key(&["throttle", scope, "window", subject]))
+        .key(gap)
+        .key(window)
         .invoke_async(&mut redis.conn())
         .await?;
     Ok(())
@@ -55,11 +66,10 @@ pub async fn hit(
     subject: &str,
     limits: Limits,
 ) -> Result<(), AppError> {
-    // Both keys in one hash slot, as Redis Cluster requires of a script's keys.
-    let tag = format!("{scope}:{subject}");
+    let (gap, window) = keys(redis, scope, subject);
     let retry_after: u64 = Script::new(SCRIPT)
-        .key(redis.tagged_key("throttle", &tag, "gap"))
-        .key(redis.tagged_key("throttle", &tag, "window"))
+        .key(gap)
+        .key(window)
         .arg(limits.min_gap_secs)
         .arg(limits.window_secs)
         .arg(limits.per_window)

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use shared::chat::worker::Outcome;
 use shared::clients::queue::ReplyJob;
 use uuid::Uuid;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -47,7 +47,7 @@ fn room<'a>(list: &'a Value, id: &str) -> &'a Value {
 async fn list_order_and_last_activity_follow_messages_and_replies() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("A reply.")))
         .mount(&app.gemini)
         .await;
@@ -143,7 +143,7 @@ async fn list_order_and_last_activity_follow_messages_and_replies() {
 async fn sending_and_replying_never_write_the_chatroom_row() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("Sure.")))
         .mount(&app.gemini)
         .await;
@@ -203,7 +203,7 @@ async fn failed_and_stored_replies_invalidate_the_list() {
 
     // A send, then a reply the model refuses: the message ends `failed`.
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
             "error": { "code": 400, "status": "INVALID_ARGUMENT", "message": "no" }
         })))
@@ -227,7 +227,7 @@ async fn failed_and_stored_replies_invalidate_the_list() {
     // A stored reply.
     app.gemini.reset().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("ok")))
         .mount(&app.gemini)
         .await;
@@ -315,7 +315,7 @@ async fn a_send_racing_the_chatroom_deletion_is_404() {
 async fn concurrent_deliveries_store_one_reply() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(gemini_text("only once"))

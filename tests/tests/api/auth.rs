@@ -97,7 +97,7 @@ async fn otp_is_stored_only_as_a_hash_with_a_ttl() {
     app.signup(&email, None).await;
     let otp = app.request_otp(&email).await;
     let mut conn = app.state.redis.conn();
-    let key = app.state.redis.key(&["otp", "login", &email]);
+    let key = app.state.redis.tagged_key("otp", &email, "login");
     let stored: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&key)
         .query_async(&mut conn)
@@ -157,7 +157,7 @@ async fn expired_code_is_refused() {
     app.signup(&email, None).await;
     let otp = app.request_otp(&email).await;
     // Let Redis expire it, as five minutes would.
-    let key = app.state.redis.key(&["otp", "login", &email]);
+    let key = app.state.redis.tagged_key("otp", &email, "login");
     let _: () = redis::cmd("PEXPIRE")
         .arg(&key)
         .arg(1)

@@ -1,12 +1,12 @@
 //! The conversation sent to Gemini is well-formed: strictly alternating user/model
 //! turns, each reply right after the message it answers.
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use serde_json::{Value, json};
 use shared::chat::worker::Outcome;
 use shared::clients::queue::ReplyJob;
 use uuid::Uuid;
-use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 /// Answers "re: <last user turn>", so each stored reply names the message it answers.
@@ -56,7 +56,7 @@ async fn send(app: &TestApp, token: &str, room: &str, text: &str) -> Uuid {
 async fn a_blocked_prompt_leaves_the_history_with_its_reply() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .and(body_string_contains("forbidden question"))
         .respond_with(
             ResponseTemplate::new(200)
@@ -66,7 +66,7 @@ async fn a_blocked_prompt_leaves_the_history_with_its_reply() {
         .mount(&app.gemini)
         .await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(Echo)
         .mount(&app.gemini)
         .await;
@@ -90,7 +90,7 @@ async fn a_blocked_prompt_leaves_the_history_with_its_reply() {
 async fn replies_follow_the_message_they_answer_when_stored_out_of_order() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(Echo)
         .mount(&app.gemini)
         .await;

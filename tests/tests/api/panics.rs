@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::chat::model::{ModelError, ModelReply, ReplyModel, Turn};
 use shared::chat::worker::Worker;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 /// Gemini for every message but the poison one, which panics (a bug that one record's
@@ -39,7 +39,7 @@ fn record(id: &str, message_id: &str) -> SqsMessage {
 async fn a_record_that_panics_fails_alone() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("fine")))
         .mount(&app.gemini)
         .await;

@@ -95,7 +95,8 @@ fn stream_function_has_a_streaming_function_url() {
         "FunctionUrlConfig:",
         "AuthType: NONE",
         "InvokeMode: RESPONSE_STREAM",
-        "- !Ref FrontendUrl",
+        "AllowOrigins: !If",
+        "[!Ref FrontendUrl, !Sub \"https://${WebDistribution.DomainName}\"]",
         "STREAM_MAX_SECONDS:",
     ] {
         assert!(function.contains(needle), "missing {needle}:\n{function}");

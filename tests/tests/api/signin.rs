@@ -25,7 +25,7 @@ fn retry_after(r: &api_tests::TestResponse) -> u64 {
 }
 
 async fn code_key_exists(app: &TestApp, purpose: &str, email: &str) -> bool {
-    let key = app.state.redis.key(&["otp", purpose, email]);
+    let key = app.state.redis.tagged_key("otp", email, purpose);
     redis::cmd("EXISTS")
         .arg(&key)
         .query_async::<bool>(&mut app.state.redis.conn())

@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_tests::faults::TempPostgres;
-use api_tests::{GEMINI_PATH, TestApp, TestResponse, gemini_text, test_config, unique_email};
+use api_tests::{TestApp, TestResponse, gemini_path, gemini_text, test_config, unique_email};
 use axum::http::StatusCode;
 use serde_json::json;
 use shared::chat::worker::{Outcome, STUCK_REASON};
 use shared::clients::queue::{QueueError, ReplyJob, ReplyQueue};
 use tokio::sync::Notify;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 async fn mount_reply(app: &TestApp, text: &str) {
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text(text)))
         .mount(&app.gemini)
         .await;
@@ -173,7 +173,7 @@ async fn the_sweep_fails_a_message_out_of_deliveries_and_retries_a_busy_model_la
     .await
     .unwrap();
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(503))
         .mount(&app.gemini)
         .await;

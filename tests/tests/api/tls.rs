@@ -3,20 +3,20 @@
 
 use api_tests::faults::{TempPostgres, TempRedis};
 use api_tests::tls::TestCerts;
-use api_tests::{GEMINI_PATH, TestApp, gemini_text, test_config, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, test_config, unique_email};
 use axum::http::StatusCode;
 use serde_json::json;
 use shared::AppError;
 use shared::chat::worker::Outcome;
 use shared::config::Secret;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 /// Sign up, sign in with a code (OTP + throttles), list chatrooms twice (cache miss then
 /// hit), send a message (daily cap) and let the worker answer it.
 async fn full_flow(app: &TestApp) {
     Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
+        .and(gemini_path())
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text("over TLS")))
         .mount(&app.gemini)
         .await;
