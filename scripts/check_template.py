@@ -116,8 +116,8 @@ allowed = template["Parameters"]["GeminiRequestsPerMinute"]["AllowedValues"]
 for rpm in allowed:
     row = quota.get(str(rpm), {})
     want = max(2, int(rpm) // 300)
-    check(f"GeminiQuota[{rpm}]: concurrency max(2, RPM/300) = {want}, reserved +2",
-          row.get("WorkerConcurrency") == want and row.get("WorkerReserved") == want + 2, row)
+    check(f"GeminiQuota[{rpm}]: concurrency max(2, RPM/300) = {want}, reserved +3",
+          row.get("WorkerConcurrency") == want and row.get("WorkerReserved") == want + 3, row)
 
 # 6. The sam local env file covers every function and every setting the template passes.
 with tempfile.TemporaryDirectory() as tmp:

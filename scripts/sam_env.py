@@ -44,8 +44,9 @@ def local_values():
         "DATABASE_URL": f"postgres://postgres@{host}:{pg_port}/chatroom",
         "REDIS_URL": f"redis://{host}:{redis_port}/",
         "JWT_SECRET_KEY": jwt_secret,
-        # Local use only: codes come back in the response, as with `make dev`.
-        "OTP_DELIVERY": "response",
+        # sam local sets AWS_LAMBDA_FUNCTION_NAME, where `response` is refused: the
+        # codes are in the function's log (printed by sam local).
+        "OTP_DELIVERY": "log",
         "RUST_LOG": "info",
         "QUOTA_BACKEND": "redis",
         "QUOTA_TABLE": "local-quota-unused",

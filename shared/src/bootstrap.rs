@@ -66,7 +66,11 @@ pub async fn state_from_env(function: &str) -> AppState {
     let config = config_from_env()
         .await
         .unwrap_or_else(|e| fail(function, &format!("{e:#}")));
-    if config.in_lambda && config.otp_delivery == crate::config::OtpDelivery::Log {
+    // Only the auth function sends codes; the others never read OTP_DELIVERY.
+    if config.in_lambda
+        && function == "auth"
+        && config.otp_delivery == crate::config::OtpDelivery::Log
+    {
         tracing::warn!(
             function,
             "OTP_DELIVERY=log: sign-in codes are written to the logs, so anyone who can read \

@@ -22,7 +22,9 @@ pub async fn handle_event(
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     if event.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event") {
-        let report = worker.sweep().await.map_err(|e| e.to_string())?;
+        let report = worker.sweep().await;
+        shared::telemetry::metrics::flush();
+        let report = report.map_err(|e| e.to_string())?;
         return serde_json::to_value(report).map_err(|e| e.to_string());
     }
     Err("unrecognised event: expected an SQS batch or a scheduled sweep".into())
@@ -82,8 +84,8 @@ async fn handle_record(worker: &Worker, record: SqsMessage) -> bool {
         worker.process(job, receive_count).await
     };
     match result {
+        // Replies are counted by the worker where they are stored or failed.
         Ok(outcome) => {
-            shared::telemetry::metrics::reply_outcome(&outcome);
             match &outcome {
                 Outcome::Skipped(why) => {
                     tracing::info!(record_id, message_id = %job.message_id, why, "skipped")

@@ -141,7 +141,6 @@ async fn issue_and_deliver(
         return Ok(CodeRequest { code: None });
     };
     let code = state.otp.issue(purpose, &email).await?;
-    crate::telemetry::metrics::otp_code_sent();
     match state.config.otp_delivery {
         OtpDelivery::Ses => {
             let mailer = state.mailer.as_ref().ok_or_else(|| {
@@ -163,14 +162,17 @@ async fn issue_and_deliver(
                 return Err(AppError::email_unavailable());
             }
             tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code e-mailed");
+            crate::telemetry::metrics::otp_code_sent();
             Ok(CodeRequest { code: None })
         }
         OtpDelivery::Response => {
             tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code issued (returned in response: dev mode)");
+            crate::telemetry::metrics::otp_code_sent();
             Ok(CodeRequest { code: Some(code) })
         }
         OtpDelivery::Log => {
             tracing::info!(user_id = %user.id, email = %email, purpose = purpose.as_str(), otp = %code, "code issued (OTP_DELIVERY=log)");
+            crate::telemetry::metrics::otp_code_sent();
             Ok(CodeRequest { code: None })
         }
     }

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use crate::error::AppResult;
 use crate::store::redis::Redis;
 
-/// How long an in-flight mark lives: longer than any send takes (the function's timeout
-/// is 10 s), so a mark left by a request that died goes by itself.
-pub const IN_FLIGHT_SECS: u64 = 15;
+/// How long an in-flight mark lives: longer than any send takes (the chatroom function's
+/// timeout is 29 s), so a mark left by a request that died goes by itself.
+pub const IN_FLIGHT_SECS: u64 = 35;
 
 /// What a retry is told to wait while the first request with its key is in flight.
 pub const IN_FLIGHT_RETRY_AFTER: u64 = 1;

@@ -31,8 +31,9 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const TTL_AFTER_END_SECS: i64 = 600;
 /// A stream whose worker died without an end entry still goes away.
 const TTL_WHILE_OPEN_SECS: i64 = 3600;
-/// A cancel request outlives any delivery of the job.
-const CANCEL_TTL_SECS: u64 = 600;
+/// A cancel request outlives any delivery of the job, the sweeper's included (it takes
+/// messages idle for SWEEP_AFTER_SECONDS, 600 by default, every 5 minutes).
+const CANCEL_TTL_SECS: u64 = 3600;
 /// Longest single blocking read; between reads the route checks PostgreSQL.
 const BLOCK_MAX: Duration = Duration::from_secs(15);
 /// Entries read per `XREAD`.

@@ -220,6 +220,9 @@ impl Worker {
     async fn fail(&self, id: Uuid, reason: &str) -> Result<bool, Retry> {
         let owner = messages::mark_failed(&self.state.db().await?, id, reason).await?;
         if let Some(owner) = owner {
+            // Counted where the row changes, whichever path failed it (last delivery,
+            // dead letter, sweep), and only once.
+            crate::telemetry::metrics::reply_outcome(&Outcome::Failed(reason.to_string()));
             cache::invalidate(&self.state.redis, owner).await;
             live::end(&self.state.redis, id, End::Failed).await;
         }
@@ -362,6 +365,7 @@ impl Worker {
         if !stored {
             return Ok((Outcome::Skipped("message already processed"), None));
         }
+        crate::telemetry::metrics::reply_outcome(&outcome);
         cache::invalidate(&self.state.redis, message.user_id).await;
         tracing::info!(message_id = %message.id, status = status.as_str(), "reply stored");
         let title_from = (untitled && outcome == Outcome::Answered).then_some(text);

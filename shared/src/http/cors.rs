@@ -13,8 +13,13 @@ pub const ALLOW_METHODS: [Method; 5] = [
     Method::OPTIONS,
 ];
 
-/// Request headers a browser app sends.
-pub const ALLOW_HEADERS: [&str; 3] = ["authorization", "content-type", "idempotency-key"];
+/// Request headers a browser app sends (`last-event-id` when it resumes a live reply).
+pub const ALLOW_HEADERS: [&str; 4] = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+];
 
 /// Response headers a browser app may read.
 pub const EXPOSE_HEADERS: [&str; 6] = [

@@ -50,7 +50,12 @@ async fn preflight_from_an_allowed_origin_is_answered() {
         assert!(methods.contains(m), "{methods}");
     }
     let allowed = header(&r, header::ACCESS_CONTROL_ALLOW_HEADERS);
-    for h in ["authorization", "content-type", "idempotency-key"] {
+    for h in [
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "last-event-id",
+    ] {
         assert!(allowed.contains(h), "{allowed}");
     }
     assert_eq!(header(&r, header::ACCESS_CONTROL_MAX_AGE), "600");
