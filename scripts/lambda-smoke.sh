@@ -12,6 +12,13 @@ PORT="${LAMBDA_PORT:-55090}"
 ENV_FILE="$(state_dir smoke)/lambda.env"
 JWT_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')"
 
+# A database of its own with the schema applied: signup and send-otp below write to it.
+: "${DATABASE_URL:?}"
+SMOKE_DB="smoke_$$"
+psql "$DATABASE_URL" -qtA -c "CREATE DATABASE $SMOKE_DB" >/dev/null
+DATABASE_URL="${DATABASE_URL%/*}/$SMOKE_DB"
+for f in $(ls migrations/V*.sql | sort -V); do psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
+
 # With AWS_ENDPOINT (moto; scripts/test.sh passes it) the functions cold-start as deployed:
 # their secrets come from Secrets Manager, and the environment holds only the ARNs.
 # create_secret NAME VALUE: prints the new secret's ARN.
