@@ -350,6 +350,23 @@ impl TestApp {
         .await
     }
 
+    /// [`Self::send_message`] with an `Idempotency-Key`.
+    pub async fn send_with_key(
+        &self,
+        token: &str,
+        chatroom: &str,
+        key: &str,
+        content: &str,
+    ) -> TestResponse {
+        let req = Request::post(format!("/chatroom/{chatroom}/message"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(json!({ "content": content }).to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
         Self::send_to(self.router.clone(), request).await
     }

@@ -7,25 +7,6 @@ use std::time::{Duration, Instant};
 
 use api_tests::{TestApp, TestResponse, unique_email};
 use axum::http::StatusCode;
-use serde_json::json;
-
-async fn send_with_key(
-    app: &TestApp,
-    token: &str,
-    room: &str,
-    key: &str,
-    content: &str,
-) -> TestResponse {
-    let req = axum::http::Request::post(format!("/chatroom/{room}/message"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(axum::body::Body::from(
-            json!({ "content": content }).to_string(),
-        ))
-        .unwrap();
-    app.send(req).await
-}
 
 fn assert_rate_headers(r: &TestResponse, remaining: &str) {
     assert_eq!(r.headers["ratelimit-limit"], "5", "{:?}", r.headers);
@@ -56,7 +37,7 @@ async fn a_retry_in_flight_at_the_cap_gets_409_then_the_original_202() {
         .unwrap();
     let first = {
         let (app, token, room) = (app.clone(), token.clone(), room.clone());
-        tokio::spawn(async move { send_with_key(&app, &token, &room, "k-5", "fifth").await })
+        tokio::spawn(async move { app.send_with_key(&token, &room, "k-5", "fifth").await })
     };
     let waiting = Instant::now();
     while locker
@@ -75,7 +56,7 @@ async fn a_retry_in_flight_at_the_cap_gets_409_then_the_original_202() {
     }
 
     // The first request holds the last unit: its retry is told to wait, not refused.
-    let retry = send_with_key(&app, &token, &room, "k-5", "fifth").await;
+    let retry = app.send_with_key(&token, &room, "k-5", "fifth").await;
     assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.body);
     assert_eq!(retry.error_code(), "request_in_progress");
     assert_eq!(retry.headers["retry-after"], "1");
@@ -87,18 +68,20 @@ async fn a_retry_in_flight_at_the_cap_gets_409_then_the_original_202() {
     assert_rate_headers(&first, "0");
 
     // Once it is answered, the retry gets the original 202, with the headers.
-    let retry = send_with_key(&app, &token, &room, "k-5", "fifth").await;
+    let retry = app.send_with_key(&token, &room, "k-5", "fifth").await;
     assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.body);
     assert_eq!(retry.body, first.body);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_rate_headers(&retry, "0");
     // A key reused for another request: 409, with the headers too.
-    let reused = send_with_key(&app, &token, &room, "k-5", "something else").await;
+    let reused = app
+        .send_with_key(&token, &room, "k-5", "something else")
+        .await;
     assert_eq!(reused.status, StatusCode::CONFLICT);
     assert_eq!(reused.error_code(), "idempotency_key_reused");
     assert_rate_headers(&reused, "0");
     // A new request is refused by the cap as before.
-    let sixth = send_with_key(&app, &token, &room, "k-6", "sixth").await;
+    let sixth = app.send_with_key(&token, &room, "k-6", "sixth").await;
     assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS);
 
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 5);

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_tests::faults::TempPostgres;
-use api_tests::{TestApp, TestResponse, gemini_path, gemini_text, test_config, unique_email};
+use api_tests::{TestApp, gemini_path, gemini_text, test_config, unique_email};
 use axum::http::StatusCode;
-use serde_json::json;
 use shared::chat::worker::{Outcome, STUCK_REASON};
 use shared::clients::queue::{QueueError, ReplyJob, ReplyQueue};
 use tokio::sync::Notify;
@@ -21,24 +20,6 @@ async fn mount_reply(app: &TestApp, text: &str) {
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_text(text)))
         .mount(&app.gemini)
         .await;
-}
-
-async fn send_with_key(
-    app: &TestApp,
-    token: &str,
-    room: &str,
-    key: &str,
-    content: &str,
-) -> TestResponse {
-    let req = axum::http::Request::post(format!("/chatroom/{room}/message"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(axum::body::Body::from(
-            json!({ "content": content }).to_string(),
-        ))
-        .unwrap();
-    app.send(req).await
 }
 
 /// Publishes after a delay, saying when it starts (the message is committed by then).
@@ -121,7 +102,7 @@ async fn the_sweep_answers_a_message_stranded_between_commit_and_publish() {
     let token = app.user_token(&unique_email("stranded")).await;
     let room = app.create_chatroom(&token, Some("s")).await;
 
-    let r = send_with_key(&app, &token, &room, "k-1", "anyone?").await;
+    let r = app.send_with_key(&token, &room, "k-1", "anyone?").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     pg.resume().await;
     // What the fault leaves: a pending message no job will ever answer, replayed as such.
@@ -129,7 +110,7 @@ async fn the_sweep_answers_a_message_stranded_between_commit_and_publish() {
         .count("SELECT count(*) FROM messages WHERE status = 'pending'")
         .await;
     assert_eq!(stranded, 1);
-    let replay = send_with_key(&app, &token, &room, "k-1", "anyone?").await;
+    let replay = app.send_with_key(&token, &room, "k-1", "anyone?").await;
     assert_eq!(replay.status, StatusCode::ACCEPTED, "{}", replay.body);
     assert_eq!(replay.body["message"]["status"], "pending");
     let id = replay.body["message"]["id"].as_str().unwrap().to_string();
@@ -215,9 +196,13 @@ async fn idempotency_keys_expire_after_a_day_and_the_sweep_purges_them() {
     mount_reply(&app, "ok").await;
     let token = app.user_token(&unique_email("expiry")).await;
     let room = app.create_chatroom(&token, Some("e")).await;
-    let first = send_with_key(&app, &token, &room, "old-key", "same words").await;
+    let first = app
+        .send_with_key(&token, &room, "old-key", "same words")
+        .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
-    let fresh = send_with_key(&app, &token, &room, "new-key", "other words").await;
+    let fresh = app
+        .send_with_key(&token, &room, "new-key", "other words")
+        .await;
     assert_eq!(fresh.status, StatusCode::ACCEPTED);
     app.db()
         .await
@@ -230,12 +215,16 @@ async fn idempotency_keys_expire_after_a_day_and_the_sweep_purges_them() {
         .unwrap();
 
     // An expired key no longer replays: the same request is a new message.
-    let again = send_with_key(&app, &token, &room, "old-key", "same words").await;
+    let again = app
+        .send_with_key(&token, &room, "old-key", "same words")
+        .await;
     assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
     assert!(again.headers.get("idempotent-replayed").is_none());
     assert_ne!(again.body["message"]["id"], first.body["message"]["id"]);
     // ... and is now the key's answer for another day.
-    let replay = send_with_key(&app, &token, &room, "old-key", "same words").await;
+    let replay = app
+        .send_with_key(&token, &room, "old-key", "same words")
+        .await;
     assert_eq!(replay.body["message"]["id"], again.body["message"]["id"]);
 
     app.db()
