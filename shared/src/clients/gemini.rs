@@ -61,19 +61,20 @@ impl GeminiClient {
         })
     }
 
-    async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
-        let started = std::time::Instant::now();
-        let response = self
-            .http()
-            .post(&self.url)
+    /// One POST to the API with the key; a failure to get any answer is transient.
+    async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, ModelError> {
+        self.http()
+            .post(url)
             .header("x-goog-api-key", &self.api_key)
-            .json(&body)
+            .json(body)
             .send()
             .await
-            .map_err(|e| ModelError::Transient {
-                message: format!("request failed: {e}"),
-                retry_after: None,
-            })?;
+            .map_err(|e| transient(format!("request failed: {e}")))
+    }
+
+    async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
+        let started = std::time::Instant::now();
+        let response = self.post(&self.url, &body).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ModelError::Transient {
             message: format!("reading the response failed: {e}"),
@@ -104,14 +105,7 @@ impl GeminiClient {
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
         let started = std::time::Instant::now();
-        let response = self
-            .http()
-            .post(&self.stream_url)
-            .header("x-goog-api-key", &self.api_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transient(format!("request failed: {e}")))?;
+        let response = self.post(&self.stream_url, &body).await?;
         let status = response.status();
         let is_sse = response
             .headers()
