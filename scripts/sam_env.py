@@ -13,20 +13,24 @@ JWT_SECRET_FILE, REPLY_QUEUE_URL, GOOGLE_API_KEY, STRIPE_* from the environment)
 import json
 import os
 import platform
+import re
 import sys
+from pathlib import Path
 
 from cfnlint.decode import decode
 
 
-# The settings a deployed function reads from Secrets Manager (shared/src/bootstrap.rs).
-SECRET_SETTINGS = [
-    "DATABASE_URL",
-    "REDIS_URL",
-    "JWT_SECRET_KEY",
-    "STRIPE_API_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "GOOGLE_API_KEY",
-]
+def secret_settings():
+    """The settings a deployed function reads from Secrets Manager, read from the code's
+    own list (`SECRET_SETTINGS` in shared/src/bootstrap.rs) so the two cannot drift."""
+    source = (Path(__file__).resolve().parent.parent / "shared/src/bootstrap.rs").read_text()
+    listed = re.search(r"SECRET_SETTINGS: \[&str; \d+\] = \[(.*?)\];", source, re.S)
+    if not listed:
+        sys.exit("sam_env.py: SECRET_SETTINGS not found in shared/src/bootstrap.rs")
+    return re.findall(r'"([A-Z_]+)"', listed.group(1))
+
+
+SECRET_SETTINGS = secret_settings()
 
 
 def local_values():
