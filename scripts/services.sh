@@ -67,7 +67,7 @@ start_postgres() {
     fi
     port_busy "$port" && die "port $port is taken by another program; set PG_PORT to a free port"
     run_pg "$bin/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c max_connections=300" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
         start >/dev/null || { tail -20 "$data/../postgres.log" >&2; die "PostgreSQL did not start"; }
     STARTED_PG+=("$data")
     log "PostgreSQL on 127.0.0.1:$port"
