@@ -65,4 +65,4 @@ fi
 # a failed run keeps it for inspection. The next run starts a fresh one either way.
 stop_started
 rm -rf "$STATE/pg"
-log "all tests passed"
+log "tests passed"

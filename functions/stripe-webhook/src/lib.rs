@@ -34,10 +34,13 @@ struct Ack {
 
 /// Stripe events, authenticated by `Stripe-Signature` (HMAC-SHA256 over `t.payload`).
 /// `body` is the exact bytes received (lambda_http has already decoded a base64 body).
+/// Two events of one subscription with the same `created` second and kind are settled by
+/// reading the subscription back from Stripe; 500 while that read fails (Stripe retries).
 #[utoipa::path(post, path = "/webhook/stripe", tag = "billing",
     params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex hmac>")),
     request_body(content = Object, content_type = "application/json"),
-    responses((status = 200, body = Ack), (status = 400, description = "invalid_signature")))]
+    responses((status = 200, body = Ack), (status = 400, description = "invalid_signature"),
+        (status = 500, description = "processing_failed: the database or, on a same-second tie, Stripe could not be reached; Stripe delivers the event again")))]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -40,6 +40,9 @@ pub trait BillingProvider: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<CheckoutLink, ProviderError>;
     async fn create_portal(&self, customer: &str) -> Result<String, ProviderError>;
+    /// The subscription as the provider holds it now: its API object, read by the
+    /// webhook's own parser (the same few fields as in an event).
+    async fn fetch_subscription(&self, id: &str) -> Result<serde_json::Value, ProviderError>;
 }
 
 fn unavailable() -> AppError {

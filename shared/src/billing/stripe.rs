@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -125,5 +126,18 @@ impl BillingProvider for StripeBilling {
             .await
             .map_err(err)?;
         Ok(session.url)
+    }
+
+    async fn fetch_subscription(&self, id: &str) -> Result<serde_json::Value, ProviderError> {
+        // Read as a plain JSON value, not the typed `Subscription`: the webhook reads only
+        // a few fields, so an account on another API version still parses.
+        let raw = RetrieveSubscription::new(id)
+            .build()
+            .customize::<miniserde::json::Value>()
+            .send(&self.client)
+            .await
+            .map_err(err)?;
+        serde_json::from_str(&miniserde::json::to_string(&raw))
+            .map_err(|e| ProviderError(format!("subscription {id}: {e}")))
     }
 }

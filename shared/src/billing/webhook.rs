@@ -314,7 +314,7 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
     // Only a strictly newer (created, rank) replaces what is stored: replays and late
     // deliveries of older events change nothing. A checkout event (rank 0) never
     // overwrites a subscription event of the same second.
-    tx.execute(
+    let stored = tx.execute(
         "INSERT INTO subscriptions (id, user_id, customer_id, status, current_period_end, \
              cancel_at_period_end, event_created, event_rank) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -336,6 +336,13 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
     )
     .await
     .map_err(|e| retry_later(e.into()))?;
+    let mut status = sub.status.clone();
+    if stored == 0
+        && sub.rank > 0
+        && let Some(settled) = settle_tie(state, &tx, &sub, event).await?
+    {
+        status = settled;
+    }
     let tier: String = tx
         .query_one(
             "UPDATE users SET tier = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
@@ -347,8 +354,69 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
         .map_err(|e| retry_later(e.into()))?
         .get(0);
     tx.commit().await.map_err(|e| retry_later(e.into()))?;
-    tracing::info!(event_id = %event.id, kind = %event.kind, user_id = %user, subscription = %sub.id, status = %sub.status, %tier, "subscription state applied");
+    tracing::info!(event_id = %event.id, kind = %event.kind, user_id = %user, subscription = %sub.id, %status, %tier, "subscription state applied");
     Ok(Outcome::Applied)
+}
+
+/// Two events of one subscription with the same second and kind (Stripe's `created` has
+/// one-second resolution) cannot be ordered from their payloads: whichever arrived first
+/// was kept. On such a tie the subscription is read back from Stripe and what Stripe says
+/// now is stored. The row stays locked by the upsert above, so ties settle one at a time.
+/// Returns the stored status, or `None` when there was no tie.
+async fn settle_tie(
+    state: &AppState,
+    tx: &deadpool_postgres::Transaction<'_>,
+    sub: &SubscriptionState,
+    event: &Event,
+) -> AppResult<Option<String>> {
+    let tie = tx
+        .query_opt(
+            "SELECT 1 FROM subscriptions WHERE id = $1 AND event_created = $2 AND event_rank = $3",
+            &[&sub.id, &event.created, &sub.rank],
+        )
+        .await
+        .map_err(|e| retry_later(e.into()))?
+        .is_some();
+    if !tie {
+        return Ok(None);
+    }
+    let Some(provider) = &state.billing else {
+        tracing::warn!(event_id = %event.id, subscription = %sub.id,
+            "two events in the same second: the first stays, since Stripe cannot be asked \
+             (STRIPE_API_KEY and STRIPE_PRO_PRICE_ID are not set on this function)");
+        return Ok(None);
+    };
+    // A failed read answers 500 and rolls back the event id: Stripe delivers it again.
+    let fetched = provider.fetch_subscription(&sub.id).await.map_err(|e| {
+        tracing::error!(event_id = %event.id, subscription = %sub.id, error = %e,
+            "reading the subscription back from Stripe failed");
+        AppError::RetryLater("the event could not be processed; it will be retried".into())
+    })?;
+    let truth = subscription_state(&fetched, sub.rank)
+        .filter(|t| t.id == sub.id)
+        .ok_or_else(|| {
+            tracing::error!(subscription = %sub.id, "Stripe answered an unreadable subscription");
+            AppError::RetryLater("the event could not be processed; it will be retried".into())
+        })?;
+    let period_end = truth
+        .current_period_end
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    tx.execute(
+        "UPDATE subscriptions SET status = $2, \
+             current_period_end = COALESCE($3, current_period_end), \
+             cancel_at_period_end = $4, updated_at = now() WHERE id = $1",
+        &[
+            &sub.id,
+            &truth.status,
+            &period_end,
+            &truth.cancel_at_period_end,
+        ],
+    )
+    .await
+    .map_err(|e| retry_later(e.into()))?;
+    tracing::info!(event_id = %event.id, subscription = %sub.id, event_status = %sub.status,
+        status = %truth.status, "same-second events: the subscription was read back from Stripe");
+    Ok(Some(truth.status))
 }
 
 /// Database trouble while handling a webhook: answer 500 so Stripe delivers it again.

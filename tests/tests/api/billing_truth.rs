@@ -1,6 +1,7 @@
 //! Billing settles to Stripe's truth: an existing customer is found before one is
 //! created, a failed creation never blocks the next attempt, and concurrent checkouts of
-//! one user share one open Checkout Session.
+//! one user share one open Checkout Session. Two subscription events of the same second
+//! settle to what Stripe says when asked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use api_tests::{TestApp, customer_json, search_json, session_json, unique_email};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
-use wiremock::matchers::{method, path, query_param};
+use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 fn posts_to(requests: &[Request], p: &str) -> usize {
@@ -175,4 +176,101 @@ async fn concurrent_checkouts_of_one_user_share_one_open_session() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_ne!(r.body["session_id"], sessions[0].as_str());
+}
+
+/// `customer.subscription.updated` for `sub` at `created`, with `status`.
+fn updated_event(
+    event_id: &str,
+    created: i64,
+    sub: &str,
+    status: &str,
+    user: uuid::Uuid,
+) -> String {
+    json!({
+        "id": event_id, "object": "event", "type": "customer.subscription.updated",
+        "created": created, "livemode": false,
+        "data": { "object": subscription_json(sub, status, user, created) }
+    })
+    .to_string()
+}
+
+fn subscription_json(sub: &str, status: &str, user: uuid::Uuid, created: i64) -> serde_json::Value {
+    json!({
+        "id": sub, "object": "subscription", "customer": format!("cus_{sub}"), "status": status,
+        "cancel_at_period_end": false, "metadata": { "user_id": user.to_string() },
+        "items": { "object": "list", "data": [{ "id": "si_1", "current_period_end": created + 2_592_000 }] }
+    })
+}
+
+fn gets_of(requests: &[Request], p: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == p)
+        .count()
+}
+
+#[tokio::test]
+async fn same_second_updates_settle_to_what_stripe_says() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("tie")).await;
+    let user = app.user_id(&token).await;
+    let t = chrono::Utc::now().timestamp();
+    let sub_path = "/v1/subscriptions/sub_tie";
+
+    // Stripe turned the subscription `past_due`, then `unpaid`, within one second; the
+    // events arrive in that order, and Stripe now says `unpaid`.
+    let first = app
+        .signed_webhook(&updated_event("evt_tie_1", t, "sub_tie", "past_due", user))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(
+        app.get("/subscription/status", &token).await.body["status"],
+        "past_due"
+    );
+    // No tie yet: Stripe was not asked.
+    let requests = app.stripe.received_requests().await.unwrap();
+    assert_eq!(gets_of(&requests, sub_path), 0);
+
+    // Stripe cannot be reached: 500 so that Stripe delivers the event again; nothing changed.
+    let down = Mock::given(method("GET"))
+        .and(path(sub_path))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"error": {
+            "type": "api_error", "message": "An unknown error occurred"}})))
+        .mount_as_scoped(&app.stripe)
+        .await;
+    let second = updated_event("evt_tie_2", t, "sub_tie", "unpaid", user);
+    let r = app.signed_webhook(&second).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(
+        app.get("/subscription/status", &token).await.body["status"],
+        "past_due"
+    );
+    drop(down);
+
+    // The redelivery asks Stripe again and stores its answer.
+    Mock::given(method("GET"))
+        .and(path(sub_path))
+        .and(header("authorization", "Bearer sk_test_fake"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(subscription_json("sub_tie", "unpaid", user, t)),
+        )
+        .mount(&app.stripe)
+        .await;
+    let r = app.signed_webhook(&second).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["outcome"], "applied");
+    let status = app.get("/subscription/status", &token).await.body;
+    assert_eq!(status["status"], "unpaid", "{status}");
+    assert_eq!(app.get("/user/me", &token).await.body["tier"], "basic");
+
+    // Had they arrived the other way round, Stripe's answer wins just the same.
+    let third = updated_event("evt_tie_3", t, "sub_tie", "past_due", user);
+    assert_eq!(app.signed_webhook(&third).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/subscription/status", &token).await.body["status"],
+        "unpaid"
+    );
+    let requests = app.stripe.received_requests().await.unwrap();
+    assert_eq!(gets_of(&requests, sub_path), 3);
 }
