@@ -85,10 +85,14 @@ pub async fn insert_user_message<C: GenericClient>(
     chatroom: Uuid,
     content: &str,
 ) -> AppResult<Option<Message>> {
+    // One statement: the message and its entry in the sweeper's pending list.
     let sql = format!(
-        "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
-         SELECT $1, c.id, c.user_id, 'user', $4, 'pending' FROM chatrooms c \
-         WHERE c.id = $2 AND c.user_id = $3 RETURNING {COLUMNS}"
+        "WITH m AS ( \
+             INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+             SELECT $1, c.id, c.user_id, 'user', $4, 'pending' FROM chatrooms c \
+             WHERE c.id = $2 AND c.user_id = $3 RETURNING {COLUMNS}), \
+         listed AS (INSERT INTO pending_messages (message_id) SELECT id FROM m) \
+         SELECT * FROM m"
     );
     let result = db
         .query_opt(
@@ -214,8 +218,11 @@ pub async fn mark_failed<C: GenericClient>(
     id: Uuid,
     reason: &str,
 ) -> AppResult<Option<Uuid>> {
-    let sql = "UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-               WHERE id = $1 AND status = 'pending' RETURNING user_id";
+    let sql = "WITH failed AS ( \
+                   UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
+                   WHERE id = $1 AND status = 'pending' RETURNING id, user_id), \
+               unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM failed)) \
+               SELECT user_id FROM failed";
     let row = db
         .query_opt(&db.prepare_cached(sql).await?, &[&id, &reason])
         .await?;
@@ -228,7 +235,8 @@ pub async fn fail_unqueued<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> 
     db.execute(
         "WITH failed AS ( \
              UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-             WHERE id = $1 AND status = 'pending') \
+             WHERE id = $1 AND status = 'pending' RETURNING id), \
+         unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM failed)) \
          DELETE FROM idempotency_keys WHERE message_id = $1",
         &[&id, &reason],
     )
@@ -262,10 +270,10 @@ pub async fn take_stale_pending<C: GenericClient>(
     let rows = db
         .query(
             "UPDATE messages SET updated_at = now() WHERE id IN ( \
-                 SELECT id FROM messages \
-                 WHERE status = 'pending' AND role = 'user' \
-                 AND updated_at < now() - make_interval(secs => $1) \
-                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 SELECT m.id FROM pending_messages p JOIN messages m ON m.id = p.message_id \
+                 WHERE m.status = 'pending' AND m.role = 'user' \
+                 AND m.updated_at < now() - make_interval(secs => $1) \
+                 ORDER BY m.updated_at LIMIT $2 FOR UPDATE OF m SKIP LOCKED) \
              RETURNING id, attempts",
             &[&idle.as_secs_f64(), &limit],
         )

@@ -50,7 +50,7 @@ pub struct SweepReport {
 }
 
 /// Stores a reply in one statement (one round trip, no transaction): the user message
-/// leaves `pending` and, only if it did, its reply is inserted; the unique index on
+/// leaves `pending` (and the sweeper's pending list) and, only if it did, its reply is inserted; the unique index on
 /// `reply_to` makes a concurrent or repeated delivery insert nothing. Also says whether
 /// the chatroom is still unnamed. The chatroom row itself is not written: its latest
 /// activity is read from its newest message.
@@ -60,7 +60,8 @@ const SAVE_REPLY: &str = "WITH flipped AS ( \
      reply AS ( \
          INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
          SELECT $1, $2, $3, 'model', $4, 'complete', flipped.id, $7 FROM flipped \
-         ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING RETURNING id) \
+         ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING RETURNING id), \
+     unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM flipped)) \
      SELECT EXISTS (SELECT 1 FROM reply), \
             coalesce((SELECT name IS NULL FROM chatrooms WHERE id = $2), false)";
 

@@ -128,6 +128,8 @@ async fn the_sweep_answers_a_message_stranded_between_commit_and_publish() {
         .await;
     assert_eq!(r.body["message"]["status"], "answered", "{}", r.body);
     assert_eq!(r.body["reply"]["content"], "sorry for the wait");
+    // Answered, it left the sweeper's pending list.
+    assert_eq!(app.count("SELECT count(*) FROM pending_messages").await, 0);
     // A second sweep finds nothing left to do.
     let report = app.worker.sweep().await.unwrap();
     assert_eq!(report.taken, 0, "{report:?}");
@@ -145,6 +147,11 @@ async fn the_sweep_fails_a_message_out_of_deliveries_and_retries_a_busy_model_la
         busy.body["message"]["id"].as_str().unwrap().to_string(),
     );
     let db = app.db().await;
+    // The sweeper's pending list holds exactly the pending messages.
+    assert_eq!(
+        app.count("SELECT count(*) FROM pending_messages p JOIN messages m ON m.id = p.message_id AND m.status = 'pending'").await,
+        2
+    );
     // Both jobs were lost; one message already had every delivery it may have.
     db.execute(
         "UPDATE messages SET updated_at = now() - interval '1 hour', \
@@ -188,6 +195,16 @@ async fn the_sweep_fails_a_message_out_of_deliveries_and_retries_a_busy_model_la
         "the sweep's try counts as a delivery"
     );
     assert!(row.get::<_, bool>(2), "and restarts its idle clock");
+    // The failed one left the pending list; the busy one is still on it.
+    let listed = db
+        .query_one(
+            "SELECT array_agg(message_id::text) FROM pending_messages",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, Vec<String>>(0);
+    assert_eq!(listed, vec![busy.clone()]);
 }
 
 #[tokio::test]
