@@ -44,9 +44,9 @@ sam-env:
 sam-check:
 	bash scripts/sam-check.sh
 
-## Release packages for Lambda, one per function, with their sizes
+## Release packages for Lambda, one per function, for x86_64 and arm64, with their sizes
 package:
-	bash scripts/package.sh
+	bash scripts/package.sh both
 
 ## A few minutes of concurrent users, then the invariants (not part of `make test`)
 soak:

@@ -34,7 +34,9 @@ elif [ -n "${BENCH_ONLY:-}" ] && ! grep -qE '(^|,)(cold|sizes)(,|$)' <<<"$BENCH_
     cargo build -q --release -p bench -p local-server --bins
     PROFILE=release
 else
-    bash scripts/package.sh
+    # Both architectures' sizes are reported; BENCH_ARCHES=x86_64 skips the arm64 build
+    # (a second release build of every function).
+    bash scripts/package.sh "${BENCH_ARCHES:-both}"
     cargo build -q --release -p bench -p local-server --bins
     PROFILE=release
     # Measure exactly what ships: the bootstrap inside each function's zip.
@@ -42,6 +44,15 @@ else
         unzip -o -q "$TARGET/lambda/$f/bootstrap.zip" bootstrap -d "$BIN_DIR/$f.pkg"
         ln -sf "$BIN_DIR/$f.pkg/bootstrap" "$BIN_DIR/$f"
     done
+    for f in $FUNCTIONS stream; do
+        zip="$TARGET/lambda-arm64/$f/bootstrap.zip"
+        if [ -f "$zip" ] && [ "${BENCH_ARCHES:-both}" = both ]; then
+            unzip -o -q "$zip" bootstrap -d "$BIN_DIR/$f.arm64"
+        else
+            rm -rf "$BIN_DIR/$f.arm64"
+        fi
+    done
+    unzip -o -q "$TARGET/lambda/stream/bootstrap.zip" bootstrap -d "$BIN_DIR/stream.pkg"
     ln -sf "$TARGET/release/hello" "$BIN_DIR/hello"
 fi
 # Copies, so that another build into a shared target directory cannot swap them mid-run.

@@ -27,7 +27,7 @@ for dir in functions/*/; do
     crate="$(basename "$dir")-fn"
     in_dir="$(cd "$dir" && cargo tree -e features --prefix none | sort -u)"
     alone="$(cargo tree -p "$crate" -e features --prefix none | sort -u)"
-    heavy="$(printf '%s\n' "$in_dir" | { grep -oE '^(aws-sdk-[a-z]+|reqwest|async-stripe) v' || true; } | sed 's/ v$//' | sort -u | tr '\n' ' ')"
+    heavy="$(printf '%s\n' "$in_dir" | { grep -oE '^(aws-sdk-[a-z0-9]+|reqwest|async-stripe) v' || true; } | sed 's/ v$//' | sort -u | tr '\n' ' ')"
     if [ "$in_dir" = "$alone" ]; then ok "$crate: same features in its folder as with -p (links: ${heavy:-no SDK or HTTP client})"
     else fail "$crate: cargo resolves other features in $dir than for -p $crate"; fi
 done

@@ -496,7 +496,14 @@ async fn sustained(
             Some((n.parse::<usize>().ok()?, secs.parse::<u64>().ok()?))
         })
         .unwrap_or(if s.quick { (3, 2) } else { (10, 30) });
-    for n_rooms in [1usize, 50] {
+    // BENCH_SUSTAINED_ROOMS=50,1 runs the two cases in another order (the first one starts
+    // on near-empty tables, the second on what the first wrote).
+    let room_counts: Vec<usize> = std::env::var("BENCH_SUSTAINED_ROOMS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 50]);
+    for n_rooms in room_counts {
         let user = Uuid::now_v7();
         db.execute(
             "INSERT INTO users (id, email, tier) VALUES ($1, $2, 'pro')",
@@ -701,7 +708,9 @@ async fn pending_messages(
         .await?;
         let id = Uuid::now_v7();
         db.execute(
-            "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) VALUES ($1, $2, $3, 'user', $4, 'pending')",
+            "WITH m AS (INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+             VALUES ($1, $2, $3, 'user', $4, 'pending') RETURNING id) \
+             INSERT INTO pending_messages (message_id) SELECT id FROM m",
             &[&id, &room, &f.user, &format!("question {i}")],
         )
         .await?;
@@ -979,8 +988,12 @@ async fn deletion(
     Ok(())
 }
 
+/// Each function's package for both architectures, as `make package` builds them: the
+/// zip Lambda stores and the bootstrap in it (unzipped by bench/run.sh). An architecture
+/// not packaged in this run has no rows.
 fn sizes(report: &mut Report) {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let bin_dir = std::env::var("BENCH_BIN_DIR").unwrap_or_default();
     for function in [
         "auth",
         "user",
@@ -988,23 +1001,32 @@ fn sizes(report: &mut Report) {
         "subscription",
         "stripe-webhook",
         "reply-worker",
+        "stream",
     ] {
-        for (path, what) in [
-            (
-                format!("{target}/lambda/{function}/bootstrap.zip"),
-                "bootstrap.zip",
-            ),
-            (format!("{target}/release/{function}"), "release binary"),
+        for (arch, lambda_dir, unzipped) in [
+            ("x86_64", "lambda", "pkg"),
+            ("arm64", "lambda-arm64", "arm64"),
         ] {
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let mb = meta.len() as f64 / 1048576.0;
-                report.add(
-                    6,
-                    "package size",
-                    &format!("{function}: {what}"),
-                    "MB",
-                    vec![mb],
-                );
+            for (path, what) in [
+                (
+                    format!("{target}/{lambda_dir}/{function}/bootstrap.zip"),
+                    "bootstrap.zip",
+                ),
+                (
+                    format!("{bin_dir}/{function}.{unzipped}/bootstrap"),
+                    "bootstrap",
+                ),
+            ] {
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    let mb = meta.len() as f64 / 1048576.0;
+                    report.add(
+                        6,
+                        "package size",
+                        &format!("{function} ({arch}): {what}"),
+                        "MB",
+                        vec![mb],
+                    );
+                }
             }
         }
     }
