@@ -501,3 +501,26 @@ async fn redis_down_costs_no_reply_and_the_live_routes_say_503() {
     let events = live.open(&id, None).await.rest(WAIT).await;
     assert_eq!(kinds(&events), ["delta", "done"]);
 }
+
+#[tokio::test]
+async fn a_quiet_stream_sends_heartbeats_and_then_the_reply() {
+    let live = Live::start(vec![Script::text(&["still", " here"], "STOP", GAP)]).await;
+    let id = live.send("take your time").await;
+    let mut reader = live.open(&id, None).await;
+    // Nobody answers for longer than the heartbeat interval: the connection must still
+    // carry something, or proxies and browsers would drop it as idle.
+    tokio::time::sleep(stream_fn::HEARTBEAT + Duration::from_secs(1)).await;
+    let worker = live.answer().await;
+    let first = reader.next(WAIT).await.expect("the reply after the pause");
+    assert!(
+        reader.comments >= 1,
+        "no heartbeat in {:?} of silence",
+        stream_fn::HEARTBEAT
+    );
+    assert_eq!(first.event, "delta", "{first:?}");
+    let mut events = vec![first];
+    events.extend(reader.rest(WAIT).await);
+    assert_eq!(events.last().unwrap().event, "done", "{events:?}");
+    assert_eq!(shown_text(&events), "still here");
+    assert_eq!(worker.await.unwrap(), vec![Ok(Outcome::Answered)]);
+}
