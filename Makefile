@@ -1,4 +1,4 @@
-.PHONY: dev test test-web deploy-web watch check fmt clippy lint migrate package soak bench bench-quick sam-env sam-check
+.PHONY: dev test test-web deploy-web watch check fmt clippy lint migrate package arm64-check soak bench bench-quick sam-env sam-check
 
 ## The web client and the whole API on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -47,6 +47,10 @@ sam-check:
 ## Release packages for Lambda, one per function, for x86_64 and arm64, with their sizes
 package:
 	bash scripts/package.sh both
+
+## The arm64 packages started under qemu-user with the sample events (after make package)
+arm64-check:
+	bash scripts/arm64-check.sh
 
 ## A few minutes of concurrent users, then the invariants (not part of `make test`)
 soak:

@@ -34,7 +34,16 @@ done
 
 # SAM_CHECK_REUSE=1 checks the build of an earlier run (in SAM_BUILD_DIR) instead of building.
 BUILD="${SAM_BUILD_DIR:-.aws-sam/build}"
-if [ "${SAM_CHECK_REUSE:-}" = 1 ] && [ -d "$BUILD" ]; then
+# SAM_CHECK_ARCH=arm64 (scripts/arm64-check.sh): no sam build and no size comparison; the
+# arm64 packages of `scripts/package.sh arm64` are started under qemu-user instead.
+ARCH="${SAM_CHECK_ARCH:-x86_64}"
+if [ "$ARCH" = arm64 ]; then
+    command -v qemu-aarch64-static >/dev/null || apt_install qemu-user-static
+    [ -d /usr/aarch64-linux-gnu/lib ] || apt_install libc6-arm64-cross
+    BUILD="$WORK/arm64"
+    SAM_SECONDS="(none: arm64 packages under qemu)"
+    log "arm64: the packages in $TARGET/lambda-arm64, each started under qemu-aarch64-static"
+elif [ "${SAM_CHECK_REUSE:-}" = 1 ] && [ -d "$BUILD" ]; then
     SAM_SECONDS="(reused)"
     log "checking the existing $BUILD (SAM_CHECK_REUSE=1)"
 else
@@ -52,7 +61,24 @@ while read -r logical binary; do BINARY[$logical]=$binary; done < <(
     awk '/^  [A-Za-z]+Function:$/ {f=$1; sub(":", "", f)} /Binary: / {print f, $2}' template.yaml)
 [ "${#BINARY[@]}" -ge 6 ] || die "found ${#BINARY[@]} functions in template.yaml"
 
+if [ "$ARCH" = arm64 ]; then
+    for logical in "${!BINARY[@]}"; do
+        zip="$TARGET/lambda-arm64/${BINARY[$logical]}/bootstrap.zip"
+        [ -f "$zip" ] || die "$zip is missing: run scripts/package.sh arm64 first"
+        mkdir -p "$BUILD/$logical"
+        unzip -o -q "$zip" bootstrap -d "$BUILD/$logical/aarch64"
+        printf '#!/bin/sh\nexec qemu-aarch64-static -L /usr/aarch64-linux-gnu "$(dirname "$0")/aarch64/bootstrap"\n' \
+            >"$BUILD/$logical/bootstrap"
+        chmod +x "$BUILD/$logical/bootstrap"
+        # The ELF header's e_machine (offset 18): 183 is EM_AARCH64.
+        machine=$(od -An -j18 -N2 -tu2 "$BUILD/$logical/aarch64/bootstrap" | tr -d ' ')
+        if [ "$machine" = 183 ]; then ok "$logical: the arm64 package holds an aarch64 bootstrap"
+        else fail "$logical: the arm64 package's bootstrap is for ELF machine $machine"; fi
+    done
+fi
+
 # 1. Sizes: sam build against make package (which must find everything already built).
+if [ "$ARCH" = x86_64 ]; then
 started=$(date +%s)
 bash scripts/package.sh >"$WORK/package.log" 2>&1 || { cat "$WORK/package.log" >&2; die "make package failed"; }
 log "make package after sam build took $(( $(date +%s) - started )) s (nothing to rebuild when the features agree)"
@@ -66,6 +92,7 @@ for logical in "${!BINARY[@]}"; do
     if [ $(( diff * 100 )) -le $(( pkg_size * 3 )) ]; then ok "$logical: sam build size within 3% of make package"
     else fail "$logical: sam build $sam_size bytes, make package $pkg_size bytes"; fi
 done
+fi
 
 # 2. Start-up: real services, a fresh database, DynamoDB quota table and SQS queue in moto.
 cargo build -q -p bench --bin invoke
@@ -189,4 +216,8 @@ if [ "$failures" -ne 0 ]; then
     echo "sam check: $failures failed"
     exit 1
 fi
-log "sam check: every function built by sam build has the expected size, starts and answers (sam build ${SAM_SECONDS} s)"
+if [ "$ARCH" = arm64 ]; then
+    log "arm64 check: every arm64 package starts under qemu and answers (peak RSS above is qemu's)"
+else
+    log "sam check: every function built by sam build has the expected size, starts and answers (sam build ${SAM_SECONDS} s)"
+fi
