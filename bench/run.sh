@@ -59,7 +59,8 @@ fi
 for b in local-server bench; do cp "$TARGET/$PROFILE/$b" "$BIN_DIR/$b.run"; done
 
 STATE="$(state_dir bench)"
-fresh_postgres "$STATE/pg" "$PG_PORT"
+# BENCH_PG_SHARED_BUFFERS sizes PostgreSQL's buffer cache (its own default is 128MB).
+PG_EXTRA_OPTS="-c shared_buffers=${BENCH_PG_SHARED_BUFFERS:-128MB}" fresh_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA -c "CREATE DATABASE bench" >/dev/null
 

@@ -525,10 +525,12 @@ async fn sustained(
         eprintln!("bench: {section}");
         let before = table_stats(db).await?;
         let (mut rps, mut load) = (Vec::new(), Vec::new());
+        let mut background = Vec::new();
         for _ in 0..slices {
             let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
             rps.push(r);
             load.push(load_average());
+            background.push(postgres_background(db).await);
         }
         // The worker answers in the background: wait until it has caught up, that is
         // until the pending count stops falling (bounded). What stays pending are sends
@@ -563,6 +565,15 @@ async fn sustained(
         report.notes.push(format!(
             "{section}: 1-minute load average after each slice {}",
             load.join(" / ")
+        ));
+        // What PostgreSQL did besides the requests, cumulative after each slice: the
+        // suspects when the slices fall.
+        let shared_buffers: String = db.query_one("SHOW shared_buffers", &[]).await?.get(0);
+        report.notes.push(format!(
+            "{section}: PostgreSQL shared_buffers {shared_buffers}; after each slice, \
+             checkpoints / autovacuums of messages / buffers written by backends \
+             (cumulative): {}",
+            background.join(" · ")
         ));
         let mb = 1_048_576.0;
         // After the warm figures, before the worker's.
@@ -1029,6 +1040,29 @@ fn sizes(report: &mut Report) {
                 }
             }
         }
+    }
+}
+
+/// Checkpoints so far, autovacuum runs on `messages`, and buffers that backends had to
+/// write out themselves (the buffer cache full of dirty pages). "n/a" where the view
+/// differs (PostgreSQL 17 moved these counters to pg_stat_checkpointer and pg_stat_io).
+async fn postgres_background(db: &tokio_postgres::Client) -> String {
+    let row = db
+        .query_one(
+            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
+                    (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'messages'), \
+                    (SELECT buffers_backend FROM pg_stat_bgwriter)",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(row) => format!(
+            "{}/{}/{}",
+            row.get::<_, i64>(0),
+            row.get::<_, Option<i64>>(1).unwrap_or(0),
+            row.get::<_, i64>(2)
+        ),
+        Err(_) => "n/a".into(),
     }
 }
 
