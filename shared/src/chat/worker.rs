@@ -50,10 +50,10 @@ pub struct SweepReport {
 }
 
 /// Stores a reply in one statement (one round trip, no transaction): the user message
-/// leaves `pending` (and the sweeper's pending list) and, only if it did, its reply is inserted; the unique index on
-/// `reply_to` makes a concurrent or repeated delivery insert nothing. Also says whether
-/// the chatroom is still unnamed. The chatroom row itself is not written: its latest
-/// activity is read from its newest message.
+/// leaves `pending` (and the sweeper's pending list) and, only if it did, its reply is
+/// inserted; the unique index on `reply_to` makes a concurrent or repeated delivery
+/// insert nothing. Also says whether the chatroom is still unnamed. The chatroom row
+/// itself is not written: its latest activity is read from its newest message.
 const SAVE_REPLY: &str = "WITH flipped AS ( \
          UPDATE messages SET status = $6, updated_at = now() \
          WHERE id = $5 AND status = 'pending' RETURNING id), \
