@@ -14,10 +14,11 @@ use serde_json::json;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-fn posts_to(requests: &[Request], p: &str) -> usize {
+/// How many of `requests` were `verb` on path `p`.
+fn count_calls(requests: &[Request], verb: &str, p: &str) -> usize {
     requests
         .iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path() == p)
+        .filter(|r| r.method.as_str() == verb && r.url.path() == p)
         .count()
 }
 
@@ -106,7 +107,7 @@ async fn an_existing_customer_is_found_by_metadata_before_creating_one() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let requests = app.stripe.received_requests().await.unwrap();
     assert_eq!(
-        posts_to(&requests, "/v1/customers"),
+        count_calls(&requests, "POST", "/v1/customers"),
         0,
         "no second customer"
     );
@@ -161,8 +162,8 @@ async fn concurrent_checkouts_of_one_user_share_one_open_session() {
     }
     assert!(sessions.iter().all(|s| s == &sessions[0]), "{sessions:?}");
     let requests = app.stripe.received_requests().await.unwrap();
-    assert_eq!(posts_to(&requests, "/v1/checkout/sessions"), 1);
-    assert_eq!(posts_to(&requests, "/v1/customers"), 1);
+    assert_eq!(count_calls(&requests, "POST", "/v1/checkout/sessions"), 1);
+    assert_eq!(count_calls(&requests, "POST", "/v1/customers"), 1);
 
     // Once Stripe says it expired, the next checkout opens a new one.
     let expired = json!({
@@ -202,13 +203,6 @@ fn subscription_json(sub: &str, status: &str, user: uuid::Uuid, created: i64) ->
     })
 }
 
-fn gets_of(requests: &[Request], p: &str) -> usize {
-    requests
-        .iter()
-        .filter(|r| r.method.as_str() == "GET" && r.url.path() == p)
-        .count()
-}
-
 #[tokio::test]
 async fn same_second_updates_settle_to_what_stripe_says() {
     let app = TestApp::spawn().await;
@@ -229,7 +223,7 @@ async fn same_second_updates_settle_to_what_stripe_says() {
     );
     // No tie yet: Stripe was not asked.
     let requests = app.stripe.received_requests().await.unwrap();
-    assert_eq!(gets_of(&requests, sub_path), 0);
+    assert_eq!(count_calls(&requests, "GET", sub_path), 0);
 
     // Stripe cannot be reached: 500 so that Stripe delivers the event again; nothing changed.
     let down = Mock::given(method("GET"))
@@ -272,5 +266,5 @@ async fn same_second_updates_settle_to_what_stripe_says() {
         "unpaid"
     );
     let requests = app.stripe.received_requests().await.unwrap();
-    assert_eq!(gets_of(&requests, sub_path), 3);
+    assert_eq!(count_calls(&requests, "GET", sub_path), 3);
 }
