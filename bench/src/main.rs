@@ -496,6 +496,14 @@ async fn sustained(
             Some((n.parse::<usize>().ok()?, secs.parse::<u64>().ok()?))
         })
         .unwrap_or(if s.quick { (3, 2) } else { (10, 30) });
+    // Slices sent before the measured ones and left out of the ratio. On a fresh database
+    // PostgreSQL's buffer cache still has free buffers for the first ~100 MB written; once
+    // it is full every new page first evicts a dirty one, as in any database that has run
+    // for a while. The warm-up's slices are reported too, so that step stays visible.
+    let warmup_slices: usize = std::env::var("BENCH_SUSTAINED_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if s.quick { 1 } else { 3 });
     // BENCH_SUSTAINED_ROOMS=50,1 runs the two cases in another order (the first one starts
     // on near-empty tables, the second on what the first wrote).
     let room_counts: Vec<usize> = std::env::var("BENCH_SUSTAINED_ROOMS")
@@ -523,6 +531,13 @@ async fn sustained(
         };
         let section = format!("sustained send into {label}, {} × {slice_secs} s", slices);
         eprintln!("bench: {section}");
+        let mut warmup = Vec::new();
+        let mut warmup_background = Vec::new();
+        for _ in 0..warmup_slices {
+            let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
+            warmup.push(r);
+            warmup_background.push(background_counters(s, db).await);
+        }
         let before = table_stats(db).await?;
         let (mut rps, mut load) = (Vec::new(), Vec::new());
         let mut background = Vec::new();
@@ -530,7 +545,7 @@ async fn sustained(
             let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
             rps.push(r);
             load.push(load_average());
-            background.push(postgres_background(db).await);
+            background.push(background_counters(s, db).await);
         }
         // The worker answers in the background: wait until it has caught up, that is
         // until the pending count stops falling (bounded). What stays pending are sends
@@ -553,6 +568,18 @@ async fn sustained(
         }
         let after = table_stats(db).await?;
         let ratio = rps.last().unwrap() / rps.first().unwrap() * 100.0;
+        if !warmup.is_empty() {
+            report.notes.push(format!(
+                "{section}: warm-up before the measured slices, req/s per slice {}; counters \
+                 after each: {}",
+                warmup
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                warmup_background.join(" · ")
+            ));
+        }
         report.notes.push(format!(
             "{section}: req/s per slice {}",
             rps.iter()
@@ -560,8 +587,9 @@ async fn sustained(
                 .collect::<Vec<_>>()
                 .join(" → ")
         ));
-        // This suite's own load is about 2 (wrk, server, PostgreSQL on 2 cores); more
-        // means something else shared the machine during that slice.
+        // This suite's own load is about 4 to 5 (wrk's threads, the server's, PostgreSQL's
+        // backends and autovacuum, Redis, on 2 cores); more means something else shared
+        // the machine during that slice.
         report.notes.push(format!(
             "{section}: 1-minute load average after each slice {}",
             load.join(" / ")
@@ -571,8 +599,8 @@ async fn sustained(
         let shared_buffers: String = db.query_one("SHOW shared_buffers", &[]).await?.get(0);
         report.notes.push(format!(
             "{section}: PostgreSQL shared_buffers {shared_buffers}; after each slice, \
-             checkpoints / autovacuums of messages / buffers written by backends \
-             (cumulative): {}",
+             checkpoints / autovacuums of messages / buffers written by backends / buffers \
+             allocated (cumulative) / Redis memory in use: {}",
             background.join(" · ")
         ));
         let mb = 1_048_576.0;
@@ -585,6 +613,15 @@ async fn sustained(
             "req/s",
             rps.clone(),
         );
+        if !warmup.is_empty() {
+            report.add(
+                o,
+                &section,
+                "warm-up before the measured slices (not in the ratio): req/s per slice",
+                "req/s",
+                warmup.clone(),
+            );
+        }
         report.add(o, &section, "send: first slice", "req/s", vec![rps[0]]);
         report.add(
             o,
@@ -1043,27 +1080,42 @@ fn sizes(report: &mut Report) {
     }
 }
 
-/// Checkpoints so far, autovacuum runs on `messages`, and buffers that backends had to
-/// write out themselves (the buffer cache full of dirty pages). "n/a" where the view
-/// differs (PostgreSQL 17 moved these counters to pg_stat_checkpointer and pg_stat_io).
-async fn postgres_background(db: &tokio_postgres::Client) -> String {
+/// Checkpoints so far, autovacuum runs on `messages`, buffers that backends had to write
+/// out themselves (the buffer cache full of dirty pages), buffers allocated, and Redis's
+/// memory (live streams expire 10 minutes after their reply). "n/a" where a source differs
+/// (PostgreSQL 17 moved these counters to pg_stat_checkpointer and pg_stat_io).
+async fn background_counters(s: &Settings, db: &tokio_postgres::Client) -> String {
     let row = db
         .query_one(
             "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
                     (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'messages'), \
-                    (SELECT buffers_backend FROM pg_stat_bgwriter)",
+                    (SELECT buffers_backend FROM pg_stat_bgwriter), \
+                    (SELECT buffers_alloc FROM pg_stat_bgwriter)",
             &[],
         )
         .await;
-    match row {
+    let postgres = match row {
         Ok(row) => format!(
-            "{}/{}/{}",
+            "{}/{}/{}/{}",
             row.get::<_, i64>(0),
             row.get::<_, Option<i64>>(1).unwrap_or(0),
-            row.get::<_, i64>(2)
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3)
         ),
         Err(_) => "n/a".into(),
-    }
+    };
+    let redis = Command::new("redis-cli")
+        .args(["-u", &s.redis_url, "INFO", "memory"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.strip_prefix("used_memory_human:")
+                    .map(|v| v.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "n/a".into());
+    format!("{postgres}/{redis}")
 }
 
 fn machine() -> String {
