@@ -390,13 +390,13 @@ async fn settle_tie(
     let fetched = provider.fetch_subscription(&sub.id).await.map_err(|e| {
         tracing::error!(event_id = %event.id, subscription = %sub.id, error = %e,
             "reading the subscription back from Stripe failed");
-        AppError::RetryLater("the event could not be processed; it will be retried".into())
+        AppError::RetryLater(RETRY_LATER.into())
     })?;
     let truth = subscription_state(&fetched, sub.rank)
         .filter(|t| t.id == sub.id)
         .ok_or_else(|| {
             tracing::error!(subscription = %sub.id, "Stripe answered an unreadable subscription");
-            AppError::RetryLater("the event could not be processed; it will be retried".into())
+            AppError::RetryLater(RETRY_LATER.into())
         })?;
     let period_end = truth
         .current_period_end
@@ -419,10 +419,13 @@ async fn settle_tie(
     Ok(Some(truth.status))
 }
 
+/// What Stripe reads in a 500 answer: the event is delivered again.
+const RETRY_LATER: &str = "the event could not be processed; it will be retried";
+
 /// Database trouble while handling a webhook: answer 500 so Stripe delivers it again.
 fn retry_later(e: AppError) -> AppError {
     tracing::error!(error = %e, "webhook processing failed; Stripe will retry");
-    AppError::RetryLater("the event could not be processed; it will be retried".into())
+    AppError::RetryLater(RETRY_LATER.into())
 }
 
 #[cfg(test)]
