@@ -186,8 +186,8 @@ impl ReplySink for Writer {
     }
 }
 
-/// The appending task: the first piece goes out at once, later ones at most every
-/// [`COALESCE`]; each write also learns whether the user cancelled.
+/// The appending task: the first piece and the end entry go out at once, other pieces at
+/// most every [`COALESCE`]; each write also learns whether the user cancelled.
 async fn append(
     redis: Redis,
     message: Uuid,
@@ -198,15 +198,21 @@ async fn append(
     let cancel = cancel_key(&redis, message);
     let mut conn = redis.conn();
     let mut warned = false;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+    let mut batch = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => break,
+            }
+        }
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let mut pipe = redis::pipe();
         let mut pending = String::new();
         let mut ended = false;
-        for entry in batch {
+        for entry in batch.drain(..) {
             match entry {
                 Entry::Delta(text) => pending.push_str(&text),
                 other => {
@@ -251,7 +257,16 @@ async fn append(
         if ended {
             break;
         }
-        tokio::time::sleep(COALESCE).await;
+        // Later pieces wait out the window; the end entry does not: the worker waits for
+        // it (a whole window per reply before), and the reply is already stored.
+        let until = Instant::now() + COALESCE;
+        while let Ok(Some(entry)) = tokio::time::timeout_at(until, rx.recv()).await {
+            let end = matches!(entry, Entry::End(_));
+            batch.push(entry);
+            if end {
+                break;
+            }
+        }
     }
 }
 
