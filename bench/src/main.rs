@@ -481,6 +481,46 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// What a run of back-to-back send slices measured, one entry per slice.
+struct Slices {
+    rps: Vec<f64>,
+    /// The 1-minute load average after the slice.
+    load: Vec<String>,
+    /// [`background_counters`] after the slice.
+    background: Vec<String>,
+}
+
+/// `n` back-to-back `wrk` runs of `secs` seconds with the send script.
+async fn send_slices(
+    s: &Settings,
+    db: &tokio_postgres::Client,
+    token: &str,
+    script: &std::path::Path,
+    n: usize,
+    secs: u64,
+) -> anyhow::Result<Slices> {
+    let mut out = Slices {
+        rps: Vec::new(),
+        load: Vec::new(),
+        background: Vec::new(),
+    };
+    for _ in 0..n {
+        let (r, _, _) = wrk(&s.base, token, 50, secs, script.to_str())?;
+        out.rps.push(r);
+        out.load.push(load_average());
+        out.background.push(background_counters(s, db).await);
+    }
+    Ok(out)
+}
+
+/// Req/s per slice as `1873 → 1866 → 1718`.
+fn arrows(rps: &[f64]) -> String {
+    rps.iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
 /// Sending without pause for minutes, worker answering every message, no vacuum but
 /// autovacuum's: throughput per slice must hold, and the tables must not bloat.
 async fn sustained(
@@ -497,9 +537,9 @@ async fn sustained(
         })
         .unwrap_or(if s.quick { (3, 2) } else { (10, 30) });
     // Slices sent before the measured ones and left out of the ratio. On a fresh database
-    // PostgreSQL's buffer cache still has free buffers for the first ~100 MB written; once
-    // it is full every new page first evicts a dirty one, as in any database that has run
-    // for a while. The warm-up's slices are reported too, so that step stays visible.
+    // the first slices ran faster, most likely while PostgreSQL's buffer cache still had
+    // free buffers (backends began writing dirty pages out when the rate fell); a database
+    // that has run for a while is past that. The warm-up's slices are reported too.
     let warmup_slices: usize = std::env::var("BENCH_SUSTAINED_WARMUP")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -531,22 +571,14 @@ async fn sustained(
         };
         let section = format!("sustained send into {label}, {} × {slice_secs} s", slices);
         eprintln!("bench: {section}");
-        let mut warmup = Vec::new();
-        let mut warmup_background = Vec::new();
-        for _ in 0..warmup_slices {
-            let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
-            warmup.push(r);
-            warmup_background.push(background_counters(s, db).await);
-        }
+        let run = |n| send_slices(s, db, &token, &script, n, slice_secs);
+        let warmup = run(warmup_slices).await?;
         let before = table_stats(db).await?;
-        let (mut rps, mut load) = (Vec::new(), Vec::new());
-        let mut background = Vec::new();
-        for _ in 0..slices {
-            let (r, _, _) = wrk(&s.base, &token, 50, slice_secs, script.to_str())?;
-            rps.push(r);
-            load.push(load_average());
-            background.push(background_counters(s, db).await);
-        }
+        let Slices {
+            rps,
+            load,
+            background,
+        } = run(slices).await?;
         // The worker answers in the background: wait until it has caught up, that is
         // until the pending count stops falling (bounded). What stays pending are sends
         // cut off between their insert and their queueing when wrk closed its connections.
@@ -568,25 +600,17 @@ async fn sustained(
         }
         let after = table_stats(db).await?;
         let ratio = rps.last().unwrap() / rps.first().unwrap() * 100.0;
-        if !warmup.is_empty() {
+        if !warmup.rps.is_empty() {
             report.notes.push(format!(
                 "{section}: warm-up before the measured slices, req/s per slice {}; counters \
                  after each: {}",
-                warmup
-                    .iter()
-                    .map(|r| format!("{r:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" → "),
-                warmup_background.join(" · ")
+                arrows(&warmup.rps),
+                warmup.background.join(" · ")
             ));
         }
-        report.notes.push(format!(
-            "{section}: req/s per slice {}",
-            rps.iter()
-                .map(|r| format!("{r:.0}"))
-                .collect::<Vec<_>>()
-                .join(" → ")
-        ));
+        report
+            .notes
+            .push(format!("{section}: req/s per slice {}", arrows(&rps)));
         // This suite's own load is about 4 to 5 (wrk's threads, the server's, PostgreSQL's
         // backends and autovacuum, Redis, on 2 cores); more means something else shared
         // the machine during that slice.
@@ -613,13 +637,13 @@ async fn sustained(
             "req/s",
             rps.clone(),
         );
-        if !warmup.is_empty() {
+        if !warmup.rps.is_empty() {
             report.add(
                 o,
                 &section,
                 "warm-up before the measured slices (not in the ratio): req/s per slice",
                 "req/s",
-                warmup.clone(),
+                warmup.rps,
             );
         }
         report.add(o, &section, "send: first slice", "req/s", vec![rps[0]]);
@@ -1088,7 +1112,7 @@ fn sizes(report: &mut Report) {
 
 /// Checkpoints so far, autovacuum runs on `messages`, buffers that backends had to write
 /// out themselves (the buffer cache full of dirty pages), buffers allocated, and Redis's
-/// memory (live streams expire 10 minutes after their reply). "n/a" where a source differs
+/// memory (each reply's live stream is kept 60 s after its end). "n/a" where a source differs
 /// (PostgreSQL 17 moved these counters to pg_stat_checkpointer and pg_stat_io).
 async fn background_counters(s: &Settings, db: &tokio_postgres::Client) -> String {
     let row = db
