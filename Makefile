@@ -1,4 +1,4 @@
-.PHONY: dev test test-web deploy-web watch check fmt clippy lint migrate package arm64-check soak bench bench-quick sam-env sam-check
+.PHONY: dev test test-web deploy-web watch check fmt clippy lint links migrate package arm64-check soak bench bench-quick sam-env sam-check
 
 ## The web client and the whole API on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -20,8 +20,8 @@ deploy-web:
 watch:
 	bash scripts/watch.sh
 
-## Formatting and lints, as CI runs them
-check: fmt clippy lint
+## Formatting and lints, as CI runs them, and the docs' links
+check: fmt clippy lint links
 
 fmt:
 	cargo fmt --all --check
@@ -31,6 +31,10 @@ clippy:
 
 lint:
 	bash -c 'source scripts/services.sh && ensure_packages && ensure_tools && cfn-lint template.yaml && SAM_CLI_TELEMETRY=0 sam validate --lint'
+
+## Relative links and #anchors in README.md and docs/*.md (also part of `make test`)
+links:
+	python3 scripts/check_links.py
 
 ## Apply migrations to the database at $$DATABASE_URL (e.g. a deployed one)
 migrate:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes .local/sam-env.json, the `--env-vars` file for `sam local` against `make dev`'s
-# PostgreSQL and Redis (see the README, "sam local"). Installs the SAM CLI if missing.
+# PostgreSQL and Redis (see docs/development.md, "sam local"). Installs the SAM CLI if missing.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
