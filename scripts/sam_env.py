@@ -22,11 +22,13 @@ from cfnlint.decode import decode
 
 def secret_settings():
     """The settings a deployed function reads from Secrets Manager, read from the code's
-    own list (`SECRET_SETTINGS` in shared/src/bootstrap.rs) so the two cannot drift."""
-    source = (Path(__file__).resolve().parent.parent / "shared/src/bootstrap.rs").read_text()
+    own list (`SECRET_SETTINGS` in shared/src/config/secret_arns.rs) so the two cannot
+    drift."""
+    path = Path(__file__).resolve().parent.parent / "shared/src/config/secret_arns.rs"
+    source = path.read_text()
     listed = re.search(r"SECRET_SETTINGS: \[&str; \d+\] = \[(.*?)\];", source, re.S)
     if not listed:
-        sys.exit("sam_env.py: SECRET_SETTINGS not found in shared/src/bootstrap.rs")
+        sys.exit("sam_env.py: SECRET_SETTINGS not found in shared/src/config/secret_arns.rs")
     return re.findall(r'"([A-Z_]+)"', listed.group(1))
 
 

@@ -22,6 +22,8 @@ SAM_CLI_TELEMETRY=0 sam validate --lint --template template.yaml >/dev/null
 # names, worker concurrency, the sam local env file, events/.
 "$ROOT/.local/venv-tools/bin/python" scripts/check_template.py >/dev/null \
     || { "$ROOT/.local/venv-tools/bin/python" scripts/check_template.py | grep -v '^ok'; die "template checks failed"; }
+# No import circles between the files of shared/src (a module and its own children aside).
+python3 scripts/check_imports.py || die "import cycles in shared/src"
 # Every relative link and #anchor in README.md and docs/*.md resolves.
 python3 scripts/check_links.py || die "broken links in README.md or docs/"
 trap stop_started EXIT

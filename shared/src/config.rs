@@ -1,5 +1,7 @@
 //! Typed settings, read from the environment once at cold start.
 
+pub mod secret_arns;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use crate::auth::delivery::CodeMailer;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::otp::OtpStore;
-use crate::billing::BillingProvider;
+use crate::billing::provider::BillingProvider;
 use crate::clients::queue::ReplyQueue;
 use crate::config::{Config, OtpDelivery};
 use crate::error::AppResult;

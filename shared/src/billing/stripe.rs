@@ -13,7 +13,7 @@ use stripe_checkout::checkout_session::{
 use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use uuid::Uuid;
 
-use super::{BillingProvider, CheckoutLink, ProviderError};
+use super::provider::{BillingProvider, CheckoutLink, ProviderError};
 use crate::config::StripeSettings;
 
 pub struct StripeBilling {

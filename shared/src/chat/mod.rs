@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod live;
 pub mod messages;
 pub mod model;
+pub mod outcome;
 pub mod worker;
 
 use std::time::Duration;

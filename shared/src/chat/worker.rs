@@ -18,6 +18,8 @@ use crate::clients::queue::ReplyJob;
 use crate::error::AppError;
 use crate::state::AppState;
 
+pub use crate::chat::outcome::Outcome;
+
 pub const BLOCKED_TEXT: &str =
     "I can't help with that request: it was blocked by the model's safety filters.";
 
@@ -72,17 +74,6 @@ const TITLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Worker {
     pub state: AppState,
     pub model: Arc<dyn ReplyModel>,
-}
-
-/// The job is finished (the queue record can be deleted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Answered,
-    Blocked,
-    /// Marked `failed`; retrying cannot help.
-    Failed(String),
-    /// Nothing to do: unknown message, or already processed (a redelivery).
-    Skipped(&'static str),
 }
 
 /// The job must be delivered again (the queue record stays, or goes to the DLQ).

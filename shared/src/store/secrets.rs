@@ -1,13 +1,13 @@
 //! Secrets from AWS Secrets Manager, read once at cold start with one
 //! `BatchGetSecretValue` call: `<SETTING>_SECRET_ARN` names the secret whose string value
-//! is the setting (see [`crate::bootstrap::SECRET_SETTINGS`]).
+//! is the setting (see [`crate::config::secret_arns::SECRET_SETTINGS`]).
 
 use std::collections::HashMap;
 
 use aws_sdk_secretsmanager::Client;
 
-use crate::bootstrap::{SecretRequest, secret_requests};
 use crate::config::Config;
+use crate::config::secret_arns::{SecretRequest, secret_requests};
 
 /// The value template.yaml gives the secrets it cannot generate, until they are filled.
 pub const PLACEHOLDER: &str = "REPLACE_AFTER_DEPLOY";

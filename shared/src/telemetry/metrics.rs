@@ -11,7 +11,7 @@ use metrics::Unit;
 use metrics_cloudwatch_embedded::Collector;
 
 use crate::billing::webhook;
-use crate::chat::worker::Outcome;
+use crate::chat::outcome::Outcome;
 use crate::error::{AppError, AppResult};
 
 /// Every metric this module emits (the template's alarms and dashboard use these names).
