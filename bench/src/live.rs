@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 use serde_json::json;
-use shared::AppState;
-use shared::chat::worker::{Outcome, Worker};
-use shared::clients::gemini::GeminiClient;
+use shared::chat::worker::Outcome;
 use shared::clients::queue::ReplyJob;
 use uuid::Uuid;
 
-use crate::{Fixture, Report, Settings, config, pending_messages};
+use crate::harness::{Fixture, Settings, ms, pending_messages, worker};
+use crate::report::Report;
 
 /// A fake Gemini streaming `frames` SSE frames, `gap` apart; records when each stream's
 /// first frame went out.
@@ -98,11 +97,7 @@ pub async fn run(
     // 1. First frame at the fake → first `delta` at a client of the local server:
     // the worker (here) appends to Redis, the server's XREAD wakes, the event goes out.
     let (gemini, firsts) = streaming_gemini(5, Duration::from_millis(20)).await;
-    let state = AppState::new(config(s, &gemini)?)?;
-    let worker = Worker {
-        model: Arc::new(GeminiClient::new(&state.config.gemini)?),
-        state,
-    };
+    let worker = worker(s, &gemini)?;
     let n = if s.quick { 30 } else { 300 };
     let mut latencies = Vec::with_capacity(n);
     for id in pending_messages(db, f, n).await? {
@@ -133,12 +128,7 @@ pub async fn run(
         let first_frame = *firsts.lock().unwrap().last().expect("a first frame");
         let first_delta =
             first_delta.ok_or_else(|| anyhow::anyhow!("the stream ended without a delta"))?;
-        latencies.push(
-            first_delta
-                .saturating_duration_since(first_frame)
-                .as_secs_f64()
-                * 1000.0,
-        );
+        latencies.push(ms(first_delta.saturating_duration_since(first_frame)));
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
