@@ -1,0 +1,183 @@
+//! Google Gemini `generateContent` and `streamGenerateContent` (SSE) over reqwest: the
+//! client and the requests it sends. Reading the answers: `response`, and `stream` for
+//! the streamed ones.
+
+mod response;
+mod stream;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::chat::model::{ModelError, ModelReply, ReplyModel, ReplySink, Role, Turn, clean_title};
+use crate::config::GeminiSettings;
+use response::transient;
+
+pub use response::{
+    Candidate, Content, GenerateResponse, Part, PromptFeedback, UsageMetadata, classify_error,
+    interpret,
+};
+
+const SYSTEM_PROMPT: &str =
+    "You are a helpful assistant in a chat app. Answer clearly and concisely.";
+
+pub struct GeminiClient {
+    /// Built on first use: TLS set-up is the costliest part of the worker's cold start,
+    /// and a batch of already-answered records never needs it.
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
+    url: String,
+    stream_url: String,
+    api_key: String,
+    max_output_tokens: u32,
+}
+
+impl GeminiClient {
+    pub fn new(settings: &GeminiSettings) -> anyhow::Result<Self> {
+        let api_key = settings
+            .api_key
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("configuration error: GOOGLE_API_KEY is required"))?
+            .expose()
+            .to_string();
+        Ok(Self {
+            http: std::sync::OnceLock::new(),
+            timeout: settings.request_timeout,
+            url: format!(
+                "{}/v1beta/models/{}:generateContent",
+                settings.base_url, settings.model
+            ),
+            stream_url: format!(
+                "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
+                settings.base_url, settings.model
+            ),
+            api_key,
+            max_output_tokens: settings.max_output_tokens,
+        })
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("a default TLS configuration builds")
+        })
+    }
+
+    /// One POST to the API with the key; a failure to get any answer is transient.
+    async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, ModelError> {
+        self.http()
+            .post(url)
+            .header("x-goog-api-key", &self.api_key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transient(format!("request failed: {e}")))
+    }
+
+    async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
+        let started = std::time::Instant::now();
+        let response = self.post(&self.url, &body).await?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ModelError::Transient {
+            message: format!("reading the response failed: {e}"),
+            retry_after: None,
+        })?;
+        if status.is_success() {
+            let parsed: GenerateResponse =
+                serde_json::from_str(&text).map_err(|e| ModelError::Transient {
+                    message: format!("unreadable response: {e}"),
+                    retry_after: None,
+                })?;
+            let usage = parsed.usage_metadata.as_ref();
+            crate::telemetry::metrics::gemini_call(
+                started.elapsed(),
+                usage.and_then(|u| u.prompt_token_count),
+                usage.map(UsageMetadata::output_tokens),
+            );
+            return Ok(parsed);
+        }
+        Err(classify_error(status, &text))
+    }
+
+    /// `streamGenerateContent?alt=sse`: each piece of text handed to `sink` as it arrives.
+    async fn generate_streaming(
+        &self,
+        body: Value,
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let started = std::time::Instant::now();
+        let response = self.post(&self.stream_url, &body).await?;
+        let status = response.status();
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !status.is_success() || !is_sse {
+            let text = response
+                .text()
+                .await
+                .map_err(|e| transient(format!("reading the response failed: {e}")))?;
+            if !status.is_success() {
+                return Err(classify_error(status, &text));
+            }
+            return stream::from_json(&text, sink, started);
+        }
+        stream::from_sse(response, sink, started).await
+    }
+}
+
+pub fn request_body(conversation: &[Turn], max_output_tokens: u32) -> Value {
+    let contents: Vec<Value> = conversation
+        .iter()
+        .map(|t| {
+            let role = match t.role {
+                Role::User => "user",
+                Role::Model => "model",
+            };
+            json!({ "role": role, "parts": [{ "text": t.text }] })
+        })
+        .collect();
+    json!({
+        "contents": contents,
+        "systemInstruction": { "parts": [{ "text": SYSTEM_PROMPT }] },
+        "generationConfig": { "maxOutputTokens": max_output_tokens },
+    })
+}
+
+#[async_trait::async_trait]
+impl ReplyModel for GeminiClient {
+    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
+        let body = request_body(conversation, self.max_output_tokens);
+        interpret(self.generate(body).await?)
+    }
+
+    async fn reply_streaming(
+        &self,
+        conversation: &[Turn],
+        sink: &mut dyn ReplySink,
+    ) -> Result<ModelReply, ModelError> {
+        let body = request_body(conversation, self.max_output_tokens);
+        self.generate_streaming(body, sink).await
+    }
+
+    async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError> {
+        let prompt = format!(
+            "Write a title of at most six words for a chat that starts like this. \
+             Answer with the title only.\n\nUser: {}\n\nAssistant: {}",
+            user_text.chars().take(1000).collect::<String>(),
+            reply_text.chars().take(1000).collect::<String>()
+        );
+        let turn = [Turn {
+            role: Role::User,
+            text: prompt,
+        }];
+        match interpret(self.generate(request_body(&turn, 64)).await?)? {
+            ModelReply::Text { text, .. } => Ok(clean_title(&text)),
+            ModelReply::Blocked { reason } => Err(ModelError::Permanent { message: reason }),
+        }
+    }
+}
