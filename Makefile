@@ -1,4 +1,4 @@
-.PHONY: dev test test-web deploy-web watch check fmt clippy lint links migrate package arm64-check soak bench bench-quick sam-env sam-check
+.PHONY: dev test smoke emulator test-web deploy-web watch check fmt clippy lint links migrate package arm64-check soak bench bench-quick sam-env sam-check
 
 ## The web client and the whole API on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -7,6 +7,16 @@ dev:
 ## Run every test against real services it starts and stops itself (also lints the template)
 test:
 	bash scripts/test.sh
+
+## The product walked end to end against a stack: `make dev` (default), STACK=name (its
+## outputs; AWS credentials), or API_URL=... STREAM_URL=... (docs/deployment.md#smoke-test)
+smoke:
+	bash scripts/smoke.sh
+
+## sam deploy of the built packages onto a local AWS emulator (ministack), then make smoke
+## against it (part of `make test`; needs `sam build` output in .aws-sam/build)
+emulator:
+	bash scripts/emulator.sh
 
 ## The web client's browser tests alone (headless Chromium; part of `make test`)
 test-web:

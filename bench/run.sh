@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench` (full: release packages, long runs) or `make bench-quick` (debug build,
-# short runs: proves the suite works, judges nothing). Starts its own PostgreSQL, Redis
+# short runs: proves the suite works, judges nothing; with BENCH_PACKAGES=.aws-sam/build,
+# as in CI, the functions are the release packages `sam build` made instead). Starts its own PostgreSQL, Redis
 # and local server, prints one table and writes bench/results/latest.json.
 # BENCH_ONLY=deletion (a comma list of cold, warm, sustained, worker, live, growth, deletion, sizes) runs
 # only those parts and replaces only their figures.
@@ -23,7 +24,22 @@ trap 'exit 130' INT TERM
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$(state_dir bench)/bin"
 mkdir -p "$BIN_DIR"
-if [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
+if [ -n "$QUICK" ] && [ -n "${BENCH_PACKAGES:-}" ]; then
+    # CI (.ci/run): the functions as `sam build` built them in this run (its one release
+    # build of each function, in BENCH_PACKAGES/<Function>/bootstrap); the local server and
+    # the bench in debug, each package built alone as the tests built it (nothing recompiles).
+    PACKAGES="$BENCH_PACKAGES"
+    [[ "$PACKAGES" = /* ]] || PACKAGES="$ROOT/$PACKAGES"
+    [ -d "$PACKAGES" ] || die "BENCH_PACKAGES=$BENCH_PACKAGES is not a sam build directory"
+    cargo build -q -p local-server --bins
+    cargo build -q -p bench --bins
+    PROFILE=debug
+    while read -r logical binary; do
+        case " $FUNCTIONS " in *" $binary "*) ln -sf "$PACKAGES/$logical/bootstrap" "$BIN_DIR/$binary" ;; esac
+    done < <(awk '/^  [A-Za-z]+Function:$/ {f=$1; sub(":", "", f)} /Binary: / {print f, $2}' template.yaml)
+    for f in $FUNCTIONS; do [ -x "$BIN_DIR/$f" ] || die "no $f bootstrap in $BENCH_PACKAGES"; done
+    ln -sf "$TARGET/debug/hello" "$BIN_DIR/hello"
+elif [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
     # BENCH_PROFILE=debug: full sizes on a debug build (for figures bound by PostgreSQL,
     # e.g. BENCH_ONLY=deletion, when a release build is not worth its time; noted).
     cargo build -q $(for f in $FUNCTIONS; do printf -- '-p %s-fn ' "$f"; done) -p bench -p local-server --bins

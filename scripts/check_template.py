@@ -1,5 +1,5 @@
 """Checks template.yaml against the code, offline (run by scripts/test.sh after cfn-lint):
-per-function builds, quota settings vs. Cargo features, CORS lists, metric names, the
+per-function builds, quota settings vs. the clients each function wires, CORS lists, metric names, the
 worker's concurrency arithmetic, the `sam local` env file and the sample events.
 Prints one line per check; exits 1 if any fails.
 
@@ -50,18 +50,22 @@ for name, fn in functions.items():
         f"members {workspace}, bins {bins}",
     )
 
-# 2. Quota settings go only to functions built with the dynamodb feature.
+# 2. Quota settings go only to functions that wire the DynamoDB counters (their main.rs
+# names `quota::dynamodb::store` in its Adapters), and every function builds `shared` with
+# the one feature set of the functions (so `sam build` compiles it once).
 variables = sam_env.function_variables(template)
 for name, fn in functions.items():
     manifest = os.path.join(fn["Properties"]["CodeUri"], "Cargo.toml")
     shared = tomllib.load(open(manifest, "rb")).get("dependencies", {}).get("shared", {})
     features = shared.get("features", []) if isinstance(shared, dict) else []
+    main_rs = open(os.path.join(fn["Properties"]["CodeUri"], "src", "main.rs")).read()
+    wires_dynamodb = "quota::dynamodb::store" in main_rs
     has_quota = "QUOTA_BACKEND" in variables[name]
     reads_table = "QuotaTable" in json.dumps(fn["Properties"].get("Policies", []))
+    check(f"{name}: builds shared with the functions' feature set", features == ["functions"], features)
     check(
-        f"{name}: QUOTA_BACKEND set ({has_quota}) => crate enables shared/dynamodb",
-        not has_quota or "dynamodb" in features,
-        f"features {features}",
+        f"{name}: QUOTA_BACKEND set ({has_quota}) => main.rs wires the DynamoDB counters",
+        not has_quota or wires_dynamodb,
     )
     check(
         f"{name}: may use the quota table ({reads_table}) => gets QUOTA_BACKEND",
@@ -77,17 +81,21 @@ def rust_list(const):
     return [re.sub(r"^Method::", "", x.strip().strip('"')) for x in body.split(",") if x.strip()]
 
 
-cors = resources["HttpApi"]["Properties"]["CorsConfiguration"]
-for key, const in [
-    ("AllowMethods", "ALLOW_METHODS"),
-    ("AllowHeaders", "ALLOW_HEADERS"),
-    ("ExposeHeaders", "EXPOSE_HEADERS"),
-]:
-    check(f"CORS {key} matches {const} in cors.rs", cors[key] == rust_list(const),
-          f"{cors[key]} vs {rust_list(const)}")
-max_age = int(re.search(r"MAX_AGE_SECS: u64 = (\d+);", cors_rs).group(1))
-check("CORS MaxAge matches MAX_AGE_SECS", cors["MaxAge"] == max_age)
-check("CORS allows FrontendUrl", "FrontendUrl" in json.dumps(cors["AllowOrigins"]))
+# Two complete settings chosen by Fn::If (see the template's comment): both must agree.
+cors_choice = resources["HttpApi"]["Properties"]["CorsConfiguration"]
+check("CORS is a whole CorsConfiguration per branch of Fn::If",
+      isinstance(cors_choice, dict) and list(cors_choice) == ["Fn::If"], cors_choice)
+for branch, cors in zip(("with CorsExtraOrigins", "without"), cors_choice["Fn::If"][1:]):
+    for key, const in [
+        ("AllowMethods", "ALLOW_METHODS"),
+        ("AllowHeaders", "ALLOW_HEADERS"),
+        ("ExposeHeaders", "EXPOSE_HEADERS"),
+    ]:
+        check(f"CORS ({branch}) {key} matches {const} in cors.rs", cors.get(key) == rust_list(const),
+              f"{cors.get(key)} vs {rust_list(const)}")
+    max_age = int(re.search(r"MAX_AGE_SECS: u64 = (\d+);", cors_rs).group(1))
+    check(f"CORS ({branch}) MaxAge matches MAX_AGE_SECS", cors.get("MaxAge") == max_age)
+    check(f"CORS ({branch}) allows FrontendUrl", "FrontendUrl" in json.dumps(cors.get("AllowOrigins")))
 
 # 4. Metric names in the alarms and the dashboard are those the code emits.
 metrics_rs = open("shared/src/telemetry/metrics.rs").read()

@@ -20,7 +20,9 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-ensure_packages() {
+# missing_packages [browser]: the Debian packages the scripts need that are not installed
+# (with `browser`, also those of the headless browser tests).
+missing_packages() {
     local missing=()
     [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
     command -v psql >/dev/null || missing+=(postgresql-client)
@@ -29,9 +31,54 @@ ensure_packages() {
     command -v jq >/dev/null || missing+=(jq)
     command -v unzip >/dev/null || missing+=(unzip)
     command -v bc >/dev/null || missing+=(bc)
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if [ "${1:-}" = browser ]; then
+        [ -x /usr/bin/chromium ] || missing+=(chromium)
+        command -v node >/dev/null || missing+=(nodejs)
+        command -v npm >/dev/null || missing+=(npm)
+        # Text in screenshots needs a font; chromium alone may bring none.
+        fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
+    fi
+    echo "${missing[@]}"
+}
+
+# ensure_packages [browser]: one apt-get run for everything missing.
+ensure_packages() {
+    local missing
+    read -ra missing <<<"$(missing_packages "${1:-}")"
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
+}
+
+# playwright-core for the browser tests (package-lock.json pins it; reinstalled only when
+# the lock changed). Needs ensure_packages browser first.
+ensure_npm_tools() {
+    if ! cmp -s "$ROOT/tests/web/package-lock.json" "$ROOT/tests/web/node_modules/.installed-lock" 2>/dev/null; then
+        log "installing playwright-core (npm ci in tests/web)"
+        (cd "$ROOT/tests/web" && npm ci --no-audit --no-fund --loglevel=error &&
+            cp package-lock.json node_modules/.installed-lock)
+    fi
+}
+
+# Step timings. `timed NAME COMMAND...` runs COMMAND and appends "NAME<TAB>seconds" to
+# $STEP_TIMES (when set: one file for a whole run, so .ci/run and scripts/test.sh add to
+# the same table); `print_times` prints the table.
+timed() {
+    local name="$1" started
+    shift
+    started=$(date +%s)
+    "$@"
+    if [ -n "${STEP_TIMES:-}" ]; then
+        printf '%s\t%s\n' "$name" "$(( $(date +%s) - started ))" >>"$STEP_TIMES"
+    fi
+}
+print_times() {
+    [ -s "${STEP_TIMES:-}" ] || return 0
+    log "step durations:"
+    # A step that runs others (make test under .ci/run) is listed after them, with their sum.
+    awk -F'\t' '{ printf "  %-64s %5d s\n", $1, $2 }' "$STEP_TIMES" >&2
 }
 
 # A folder for service state: under the repo when the postgres user can enter it
@@ -156,6 +203,13 @@ ensure_venv() {
 
 # The AWS emulator (moto: SQS and DynamoDB).
 ensure_moto() { ensure_venv venv moto_server 'moto[server]>=5,<6'; }
+
+# The AWS emulator that deploys the stack (scripts/emulator.sh). Pinned: it changes weekly;
+# the SAM transform runs inside it (aws-sam-translator).
+ensure_ministack() { ensure_venv venv-ministack ministack 'ministack==1.5.33' 'aws-sam-translator==1.115.0'; }
+
+# The policy check of the translated template (scripts/checkov.yaml).
+ensure_checkov() { ensure_venv venv-checkov checkov 'checkov>=3.2,<4'; }
 
 # start_moto STATE_DIR PORT
 start_moto() {

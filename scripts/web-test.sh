@@ -9,26 +9,8 @@ set -euo pipefail
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
 
-ensure_browser_tools() {
-    local missing=()
-    [ -x /usr/bin/chromium ] || missing+=(chromium)
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
-    # Text in screenshots needs a font; chromium alone may bring none.
-    fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt_install "${missing[@]}"
-    fi
-    # package-lock.json pins playwright-core; reinstall only when the lock changed.
-    if ! cmp -s tests/web/package-lock.json tests/web/node_modules/.installed-lock 2>/dev/null; then
-        log "installing playwright-core (npm ci in tests/web)"
-        (cd tests/web && npm ci --no-audit --no-fund --loglevel=error &&
-            cp package-lock.json node_modules/.installed-lock)
-    fi
-}
-
-ensure_packages
-ensure_browser_tools
+ensure_packages browser
+ensure_npm_tools
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
     trap stop_started EXIT

@@ -16,7 +16,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let state = shared::bootstrap::state_from_env("local-server").await;
+    let state =
+        shared::bootstrap::state_from_env("local-server", shared::state::Adapters::all()).await;
     let applied = shared::store::postgres::migrate(
         state.config.database_url.expose(),
         state.config.database_ca_file.as_deref(),

@@ -2,11 +2,11 @@
 
 use crate::config::Config;
 use crate::config::secret_arns::secret_requests;
-use crate::state::AppState;
+use crate::state::{Adapters, AppState};
 
-/// Logging, secrets, settings and clients; exits with one clear line when a setting or a
-/// secret is bad, which Lambda reports as an init error.
-pub async fn state_from_env(function: &str) -> AppState {
+/// Logging, secrets, settings and clients (the optional ones `adapters` names); exits with
+/// one clear line when a setting or a secret is bad, which Lambda reports as an init error.
+pub async fn state_from_env(function: &str, adapters: Adapters) -> AppState {
     crate::telemetry::init();
     crate::store::tls::install_crypto_provider();
     crate::telemetry::metrics::install(function);
@@ -24,7 +24,7 @@ pub async fn state_from_env(function: &str) -> AppState {
              them can sign in as any user; use OTP_DELIVERY=ses for real users"
         );
     }
-    AppState::new(config).unwrap_or_else(|e| fail(function, &e.to_string()))
+    AppState::with_adapters(config, adapters).unwrap_or_else(|e| fail(function, &e.to_string()))
 }
 
 async fn config_from_env() -> anyhow::Result<Config> {

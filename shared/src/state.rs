@@ -14,7 +14,7 @@ use crate::billing::provider::BillingProvider;
 use crate::clients::queue::ReplyQueue;
 use crate::config::{Config, OtpDelivery};
 use crate::error::AppResult;
-use crate::quota::QuotaStore;
+use crate::quota::{QuotaFactory, QuotaStore};
 use crate::store::redis::Redis;
 
 #[derive(Clone)]
@@ -35,9 +35,61 @@ pub struct Services {
     pub billing: Option<Arc<dyn BillingProvider>>,
 }
 
+/// The optional clients a binary can wire: each Lambda function names the ones it uses
+/// (`functions/*/src/main.rs`). Every function builds `shared` with the same features, so
+/// one release build of it serves all seven; what a binary does not name here is never
+/// referenced, and LTO leaves its SDK out of that binary.
+#[derive(Clone, Copy, Default)]
+pub struct Adapters {
+    /// Sends code e-mails when `OTP_DELIVERY=ses` (auth).
+    pub mailer: Option<MailerFactory>,
+    /// Publishes reply jobs to `REPLY_QUEUE_URL` (chatroom).
+    pub queue: Option<QueueFactory>,
+    /// Talks to the payment provider when its settings are present (subscription, webhook).
+    pub billing: Option<BillingFactory>,
+    /// Daily counters in DynamoDB when `QUOTA_BACKEND=dynamodb` (chatroom, subscription).
+    pub dynamodb_quota: Option<QuotaFactory>,
+}
+
+pub type MailerFactory = fn(&Config) -> anyhow::Result<Arc<dyn CodeMailer>>;
+pub type QueueFactory = fn(&Config) -> Arc<dyn ReplyQueue>;
+pub type BillingFactory = fn(&Config) -> anyhow::Result<Option<Arc<dyn BillingProvider>>>;
+
+impl Adapters {
+    /// No optional client: Redis counters, no e-mail, no queue, no billing.
+    pub const NONE: Self = Self {
+        mailer: None,
+        queue: None,
+        billing: None,
+        dynamodb_quota: None,
+    };
+
+    /// Every client this build of `shared` has (tests, bench, local tools).
+    // With every feature on, `..Self::NONE` fills nothing; with fewer, it fills the rest.
+    #[allow(clippy::needless_update)]
+    pub fn all() -> Self {
+        Self {
+            #[cfg(feature = "ses")]
+            mailer: Some(crate::clients::ses::mailer),
+            #[cfg(feature = "sqs")]
+            queue: Some(crate::clients::queue::sqs::queue),
+            #[cfg(feature = "stripe")]
+            billing: Some(crate::billing::stripe::provider),
+            #[cfg(feature = "dynamodb")]
+            dynamodb_quota: Some(crate::quota::dynamodb::store),
+            ..Self::NONE
+        }
+    }
+}
+
 impl AppState {
-    /// Cheap and offline: pools and clients connect on first use.
+    /// Every client of this build ([`Adapters::all`]); cheap and offline.
     pub fn new(config: Config) -> anyhow::Result<Self> {
+        Self::with_adapters(config, Adapters::all())
+    }
+
+    /// Cheap and offline: pools and clients connect on first use.
+    pub fn with_adapters(config: Config, adapters: Adapters) -> anyhow::Result<Self> {
         let db = crate::store::postgres::pool(&config)?;
         let redis = Redis::new(&config)?;
         let jwt = JwtKeys::new(config.jwt_secret.expose().as_bytes(), config.jwt_ttl);
@@ -50,10 +102,16 @@ impl AppState {
             &mac.finalize().into_bytes(),
             config.otp_max_wrong_per_day,
         );
-        let mailer = mailer_from_config(&config)?;
-        let quota = crate::quota::store_from_config(&config, &redis)?;
-        let queue = queue_from_config(&config)?;
-        let billing = billing_from_config(&config)?;
+        let mailer = mailer_from_config(&config, &adapters)?;
+        let quota = crate::quota::store_from_config(&config, &redis, adapters.dynamodb_quota)?;
+        let queue = match (adapters.queue, &config.reply_queue_url) {
+            (Some(queue), Some(_)) => Some(queue(&config)),
+            _ => None,
+        };
+        let billing = match adapters.billing {
+            Some(billing) => billing(&config)?,
+            None => None,
+        };
         Ok(Self(Arc::new(Services {
             config,
             db,
@@ -87,52 +145,17 @@ impl Deref for AppState {
     }
 }
 
-#[cfg(feature = "sqs")]
-fn queue_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
-    Ok(config.reply_queue_url.clone().map(|url| {
-        Arc::new(crate::clients::queue::sqs::SqsQueue::from_env(url)) as Arc<dyn ReplyQueue>
-    }))
-}
-
-#[cfg(not(feature = "sqs"))]
-fn queue_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn ReplyQueue>>> {
-    Ok(None)
-}
-
-#[cfg(feature = "ses")]
-fn mailer_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn CodeMailer>>> {
+fn mailer_from_config(
+    config: &Config,
+    adapters: &Adapters,
+) -> anyhow::Result<Option<Arc<dyn CodeMailer>>> {
     if config.otp_delivery != OtpDelivery::Ses {
         return Ok(None);
     }
-    let from = config
-        .otp_email_from
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("OTP_EMAIL_FROM is required when OTP_DELIVERY=ses"))?;
-    Ok(Some(Arc::new(crate::clients::ses::SesMailer::from_env(
-        from,
-        config.ses_configuration_set.clone(),
-    ))))
-}
-
-#[cfg(not(feature = "ses"))]
-fn mailer_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn CodeMailer>>> {
-    if config.otp_delivery == OtpDelivery::Ses {
-        anyhow::bail!(
-            "configuration error: OTP_DELIVERY: `ses` needs a build with the `ses` feature"
-        );
+    match adapters.mailer {
+        Some(mailer) => mailer(config).map(Some),
+        None => anyhow::bail!(
+            "configuration error: OTP_DELIVERY: this binary does not send e-mail; `ses` is for the auth function"
+        ),
     }
-    Ok(None)
-}
-
-#[cfg(feature = "stripe")]
-fn billing_from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn BillingProvider>>> {
-    Ok(
-        crate::billing::stripe::StripeBilling::from_settings(&config.stripe)?
-            .map(|b| Arc::new(b) as Arc<dyn BillingProvider>),
-    )
-}
-
-#[cfg(not(feature = "stripe"))]
-fn billing_from_config(_config: &Config) -> anyhow::Result<Option<Arc<dyn BillingProvider>>> {
-    Ok(None)
 }

@@ -15,7 +15,7 @@ export const DEFAULT_FRAMES = ["Oslo has ", "**museums**, ", "fjords ", "and `co
 export const SLOW_WORDS = Array.from({ length: 60 }, (_, i) => `word${i + 1} `);
 export const INJECTION = 'Look: <img src=x onerror="window.__injected=1"> and <script>window.__injected=2</script> **bold** [js](javascript:window.__injected=3)';
 
-export async function startFakeGemini() {
+export async function startFakeGemini(port = 0) {
   const failedOnce = new Set();
   const log = { lastFrameAt: 0, requests: 0 };
 
@@ -87,7 +87,7 @@ export async function startFakeGemini() {
       }
     });
   });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     log,

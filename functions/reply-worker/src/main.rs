@@ -1,6 +1,8 @@
 //! Lambda entry point of the reply-worker (SQS event source with partial batch responses,
 //! and an EventBridge schedule for the sweep).
 
+use shared::state::Adapters;
+
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -9,7 +11,7 @@ use shared::clients::gemini::GeminiClient;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let state = shared::bootstrap::state_from_env("reply-worker").await;
+    let state = shared::bootstrap::state_from_env("reply-worker", Adapters::NONE).await;
     // No offline fallback here: a deployed worker without a key must fail loudly.
     let model = GeminiClient::new(&state.config.gemini).unwrap_or_else(|e| {
         tracing::error!("{e}");

@@ -1,8 +1,18 @@
 //! Lambda entry point of the stripe-webhook function.
 
+use shared::state::Adapters;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("stripe-webhook").await;
+    let state = shared::bootstrap::state_from_env(
+        "stripe-webhook",
+        Adapters {
+            // Two events of one second are settled by reading the subscription back.
+            billing: Some(shared::billing::stripe::provider),
+            ..Adapters::NONE
+        },
+    )
+    .await;
     // Never run without a secret: unsigned events must not be accepted.
     if state
         .config

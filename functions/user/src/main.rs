@@ -1,7 +1,9 @@
 //! Lambda entry point of the user function.
 
+use shared::state::Adapters;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("user").await;
+    let state = shared::bootstrap::state_from_env("user", Adapters::NONE).await;
     lambda_http::run(shared::http::app(user_fn::routes(state))).await
 }

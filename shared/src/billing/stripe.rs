@@ -16,6 +16,15 @@ use uuid::Uuid;
 use super::provider::{BillingProvider, CheckoutLink, ProviderError};
 use crate::config::StripeSettings;
 
+/// The payment provider of `Adapters` (state.rs): Stripe, when its key and the Pro
+/// price are configured.
+pub fn provider(
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<std::sync::Arc<dyn BillingProvider>>> {
+    Ok(StripeBilling::from_settings(&config.stripe)?
+        .map(|b| std::sync::Arc::new(b) as std::sync::Arc<dyn BillingProvider>))
+}
+
 pub struct StripeBilling {
     client: Client,
     price_id: String,

@@ -8,6 +8,18 @@ use tokio::sync::OnceCell;
 use crate::auth::delivery::{CodeEmail, CodeMailer, DeliveryError};
 use crate::auth::email::Email;
 
+/// The e-mail sender of `Adapters` (state.rs): SES from `OTP_EMAIL_FROM`.
+pub fn mailer(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn CodeMailer>> {
+    let from = config
+        .otp_email_from
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("OTP_EMAIL_FROM is required when OTP_DELIVERY=ses"))?;
+    Ok(std::sync::Arc::new(SesMailer::from_env(
+        from,
+        config.ses_configuration_set.clone(),
+    )))
+}
+
 pub struct SesMailer {
     client: OnceCell<Client>,
     from: String,

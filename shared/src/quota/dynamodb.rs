@@ -12,6 +12,14 @@ use uuid::Uuid;
 use super::{Decision, KEY_TTL_SECS, QuotaStore};
 use crate::error::{AppError, AppResult};
 
+/// The `QUOTA_BACKEND=dynamodb` store of `Adapters` (state.rs): the table from
+/// `QUOTA_TABLE` (required with that backend by the settings' own check).
+pub fn store(config: &crate::config::Config) -> std::sync::Arc<dyn QuotaStore> {
+    std::sync::Arc::new(DynamoQuota::from_env(
+        config.quota_table.clone().unwrap_or_default(),
+    ))
+}
+
 pub struct DynamoQuota {
     client: OnceCell<Client>,
     table: String,

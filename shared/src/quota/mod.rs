@@ -39,16 +39,21 @@ pub trait QuotaStore: Send + Sync {
     async fn used(&self, user: Uuid, day: NaiveDate) -> AppResult<u32>;
 }
 
-pub fn store_from_config(config: &Config, redis: &Redis) -> anyhow::Result<Arc<dyn QuotaStore>> {
-    match config.quota_backend {
-        QuotaBackend::Redis => Ok(Arc::new(self::redis::RedisQuota::new(redis.clone()))),
-        #[cfg(feature = "dynamodb")]
-        QuotaBackend::DynamoDb => Ok(Arc::new(self::dynamodb::DynamoQuota::from_env(
-            config.quota_table.clone().unwrap_or_default(),
-        ))),
-        #[cfg(not(feature = "dynamodb"))]
-        QuotaBackend::DynamoDb => anyhow::bail!(
-            "configuration error: QUOTA_BACKEND: this binary was built without DynamoDB support"
+/// Builds the DynamoDB store when a binary wires it (`Adapters` in state.rs).
+pub type QuotaFactory = fn(&Config) -> Arc<dyn QuotaStore>;
+
+/// Redis counters, or DynamoDB's through `dynamodb` when the binary wires it
+/// (`Adapters` in state.rs).
+pub fn store_from_config(
+    config: &Config,
+    redis: &Redis,
+    dynamodb: Option<QuotaFactory>,
+) -> anyhow::Result<Arc<dyn QuotaStore>> {
+    match (config.quota_backend, dynamodb) {
+        (QuotaBackend::Redis, _) => Ok(Arc::new(self::redis::RedisQuota::new(redis.clone()))),
+        (QuotaBackend::DynamoDb, Some(dynamodb)) => Ok(dynamodb(config)),
+        (QuotaBackend::DynamoDb, None) => anyhow::bail!(
+            "configuration error: QUOTA_BACKEND: this binary does not read the daily counters from DynamoDB"
         ),
     }
 }

@@ -5,6 +5,14 @@ use tokio::sync::OnceCell;
 
 use super::{QueueError, ReplyJob, ReplyQueue};
 
+/// The reply queue of `Adapters` (state.rs): SQS at `REPLY_QUEUE_URL` (called only
+/// when it is set).
+pub fn queue(config: &crate::config::Config) -> std::sync::Arc<dyn ReplyQueue> {
+    std::sync::Arc::new(SqsQueue::from_env(
+        config.reply_queue_url.clone().unwrap_or_default(),
+    ))
+}
+
 pub struct SqsQueue {
     client: OnceCell<Client>,
     queue_url: String,
