@@ -27,12 +27,11 @@ mkdir -p "$BIN_DIR"
 if [ -n "$QUICK" ] && [ -n "${BENCH_PACKAGES:-}" ]; then
     # CI (.ci/run): the functions as `sam build` built them in this run (its one release
     # build of each function, in BENCH_PACKAGES/<Function>/bootstrap); the local server and
-    # the bench in debug, each package built alone as the tests built it (nothing recompiles).
+    # the bench in debug with the features the test build resolved (--workspace: nothing recompiles).
     PACKAGES="$BENCH_PACKAGES"
     [[ "$PACKAGES" = /* ]] || PACKAGES="$ROOT/$PACKAGES"
     [ -d "$PACKAGES" ] || die "BENCH_PACKAGES=$BENCH_PACKAGES is not a sam build directory"
-    cargo build -q -p local-server --bins
-    cargo build -q -p bench --bins
+    cargo build -q --workspace --bin local-server --bin bench --bin hello
     PROFILE=debug
     while read -r logical binary; do
         case " $FUNCTIONS " in *" $binary "*) ln -sf "$PACKAGES/$logical/bootstrap" "$BIN_DIR/$binary" ;; esac

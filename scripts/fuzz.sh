@@ -14,7 +14,9 @@ ADMIN_URL="${TEST_DATABASE_URL:?}"
 DB_URL="${ADMIN_URL%/*}/fuzz_$$"
 psql "$ADMIN_URL" -qtA -c "CREATE DATABASE fuzz_$$" >/dev/null
 
-cargo build -q -p local-server --bin local-server
+# --workspace: the features the test build resolved (cargo test --workspace), so nothing
+# recompiles; `-p local-server` alone resolves others and rebuilds most of the tree.
+cargo build -q --workspace --bin local-server
 port_busy "$PORT" && die "port $PORT is taken; set FUZZ_PORT"
 # One client from one address: per-IP throttles (tested in signin.rs) are off, or most
 # auth calls would be 429s and the logic behind them untested.

@@ -115,7 +115,7 @@ for logical in "${!BINARY[@]}"; do
 done
 
 # 2. Start-up: real services, a fresh database, DynamoDB quota table and SQS queue in moto.
-cargo build -q -p bench --bin invoke
+cargo build -q --workspace --bin invoke  # the test build's features: nothing recompiles
 INVOKE="$TARGET/debug/invoke"
 DB="samcheck_$$"
 psql "$TEST_DATABASE_URL" -qtA -c "CREATE DATABASE $DB" >/dev/null

@@ -28,7 +28,7 @@ psql "$TEST_DATABASE_URL" -qtA -c "CREATE DATABASE $DB" >/dev/null
 
 # The same debug build scripts/fuzz.sh uses: built once per run. A private copy, since a
 # shared CARGO_TARGET_DIR may be rebuilt by another checkout meanwhile.
-cargo build -q -p local-server --bin local-server
+cargo build -q --workspace --bin local-server
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/debug/local-server" "$STATE/local-server"
 
 PORT="${WEB_TEST_PORT:-55093}"
