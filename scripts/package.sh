@@ -2,8 +2,9 @@
 # Release packages, one per function and architecture:
 #   x86_64: target/lambda/<function>/bootstrap(.zip)        (what the template deploys)
 #   arm64:  target/lambda-arm64/<function>/bootstrap(.zip)  (cross-built with zig)
-# Each function is built on its own so that Cargo's feature unification does not pull
-# every other function's dependencies (AWS SDKs, Stripe, reqwest) into it.
+# Each function is built on its own (-p), as `sam build` builds it from its folder; all of
+# them build `shared` with the same features, and each binary links only the clients its
+# main.rs wires (scripts/sam-check.sh checks both).
 # Usage: scripts/package.sh [x86_64|arm64|both]   (x86_64 by default; `make package`: both)
 set -euo pipefail
 source "$(dirname "$0")/services.sh"

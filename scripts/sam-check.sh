@@ -95,7 +95,7 @@ fi
 
 # 1b. Each bootstrap holds the SDKs its main wires and no other: every function compiles
 # `shared` with the same features (one release build for all), so what keeps a binary lean
-# is that LTO drops every client its `Adapters` do not name. A mark is a string only that
+# is that the linker drops every client its `Adapters` do not name (section GC). A mark is a string only that
 # client's code holds.
 declare -A MARK=([sqs]=AmazonSQS.SendMessage [dynamodb]=DynamoDB_20120810 [ses]=/v2/email/outbound-emails
     [stripe]=api.stripe.com [gemini]=:streamGenerateContent [secrets]=secretsmanager.BatchGetSecretValue)

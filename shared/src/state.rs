@@ -38,7 +38,7 @@ pub struct Services {
 /// The optional clients a binary can wire: each Lambda function names the ones it uses
 /// (`functions/*/src/main.rs`). Every function builds `shared` with the same features, so
 /// one release build of it serves all seven; what a binary does not name here is never
-/// referenced, and LTO leaves its SDK out of that binary.
+/// referenced, and the linker leaves its SDK out of that binary.
 #[derive(Clone, Copy, Default)]
 pub struct Adapters {
     /// Sends code e-mails when `OTP_DELIVERY=ses` (auth).
