@@ -16,7 +16,10 @@ cd "$ROOT"
 PG_PORT="${TEST_PG_PORT:-55433}"
 REDIS_PORT="${TEST_REDIS_PORT:-56380}"
 MOTO_PORT="${TEST_MOTO_PORT:-55001}"
-CLUSTER_PORT="${TEST_REDIS_CLUSTER_PORT:-55110}"
+# What starts after the tests have opened and closed thousands of connections listens
+# below 32768, outside Linux's ephemeral range (32768-60999): a test's client socket once
+# held 55110 as its own port when the cluster's first node tried to bind it.
+CLUSTER_PORT="${TEST_REDIS_CLUSTER_PORT:-21110}"
 FULL=0
 [ $# -eq 0 ] && FULL=1
 STATE="$(state_dir test)"
@@ -134,19 +137,20 @@ if [ "$FULL" = 1 ] || [ "${TEST_CLUSTER:-}" = 1 ]; then
 fi
 
 if [ "$FULL" = 1 ]; then
-    FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-120}" timed "contract fuzzing (schemathesis)" bash scripts/fuzz.sh
-    DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-55091}" \
+    FUZZ_PORT="${TEST_FUZZ_PORT:-21092}" FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-120}" timed "contract fuzzing (schemathesis)" bash scripts/fuzz.sh
+    DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" LAMBDA_PORT="${TEST_LAMBDA_PORT:-21091}" \
         AWS_ENDPOINT="$TEST_AWS_ENDPOINT" \
         timed "cargo lambda watch smoke" bash scripts/lambda-smoke.sh
     # The web client in headless Chromium (reuses fuzz.sh's local-server build).
-    WEB_TEST_PORT="${TEST_WEB_PORT:-55093}" timed "browser tests (headless Chromium)" bash scripts/web-test.sh
+    WEB_TEST_PORT="${TEST_WEB_PORT:-21093}" timed "browser tests (headless Chromium)" bash scripts/web-test.sh
 
     # 6. What SAM deploys, from the one release build: sizes, start-up, EMF output; then
     # the stack deployed on the emulator and walked end to end (make smoke).
     timed "sam build (what remained after the tests)" wait_job "$SAM_BUILD" "$STATE/sam-build.log" "sam build"
     log "sam build took $(( $(date +%s) - SAM_STARTED )) s in all (beside the tests)"
     SAM_CHECK_REUSE=1 timed "sam-check (sizes, start-up, EMF of the built packages)" bash scripts/sam-check.sh
-    timed "emulator deploy and make smoke" bash scripts/emulator.sh
+    EMULATOR_PORT="${TEST_EMULATOR_PORT:-21566}" EMULATOR_GEMINI_PORT="${TEST_EMULATOR_GEMINI_PORT:-21567}" \
+        timed "emulator deploy and make smoke" bash scripts/emulator.sh
 fi
 
 # Everything passed: the cluster (one database per test, over 1 GB) has served its purpose;
