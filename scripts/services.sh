@@ -197,7 +197,15 @@ ensure_venv() {
             apt_install python3-venv
             python3 -m venv "$venv"
         fi
-        "$venv/bin/pip" install -q --disable-pip-version-check "$@"
+        # PyPI (or the proxy in front of it) sometimes stalls mid-download, and the
+        # make test installs run side by side: retry the whole install before giving up.
+        local attempt
+        for attempt in 1 2 3; do
+            "$venv/bin/pip" install -q --disable-pip-version-check --retries 10 "$@" && return 0
+            log "installing $* failed (attempt $attempt of 3)"
+            sleep $((attempt * 10))
+        done
+        die "installing $* from PyPI failed three times"
     fi
 }
 
