@@ -8,6 +8,9 @@ settings before. Writes the translated template to OUT (for the policy check).
     (An `!If` inside AllowOrigins once translated to the origins alone.)
   - The stream's Function URL CORS keeps its methods and headers.
   - Every HttpApi event became a path in the body.
+  - Both data-store modes translate to the same document (the policy check covers both).
+  - The migrations custom resource is served by the migrate function's alias and
+    versioned by its published version (SAM's `.Alias` and `.Version` references resolved).
 
 Usage: python check_sam_translation.py OUT   (from the repository root, venv-tools python)
 """
@@ -47,9 +50,16 @@ for res in template["Resources"].values():
         # What `sam package` does: code in S3 (the translator accepts nothing else).
         res["Properties"]["CodeUri"] = "s3://bucket/key.zip"
 params = {"OtpEmailFrom": "noreply@example.com"}
-out = transform(template, params, NoManagedPolicies())
+out = transform(json.loads(json.dumps(template)), params, NoManagedPolicies())
 with open(sys.argv[1], "w") as f:
     json.dump(out, f, indent=1)
+
+# The data-store modes differ only by conditions, which CloudFormation resolves, not the
+# translator: both modes translate to the same document, so the policy check of this one
+# covers both.
+for mode in ("create", "existing"):
+    other = transform(json.loads(json.dumps(template)), {**params, "DataStores": mode}, NoManagedPolicies())
+    check(f"DataStores={mode} translates to the same document (one policy check covers both)", other == out)
 
 cors_rs = open("shared/src/http/cors.rs").read()
 
@@ -88,6 +98,17 @@ events = {
 }
 paths = {(m, p) for p, ops in body["paths"].items() for m in ops if m != "options"}
 check("every HttpApi event is a route of the translated API", events <= paths, sorted(events - paths))
+
+mig = out["Resources"]["Migrations"]["Properties"]
+alias = mig["ServiceToken"].get("Ref", "")
+version = mig["CodeVersion"].get("Ref", "")
+check("Migrations: ServiceToken is the migrate function's alias, CodeVersion its published version",
+      out["Resources"].get(alias, {}).get("Type") == "AWS::Lambda::Alias"
+      and out["Resources"].get(version, {}).get("Type") == "AWS::Lambda::Version"
+      and out["Resources"][alias]["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version, "Version"]}, mig)
+deps = {k: r.get("DependsOn") for k, r in out["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
+late = sorted(k for k, d in deps.items() if k != "MigrateFunction" and "Migrations" not in ([d] if isinstance(d, str) else d or []))
+check("every translated function but the migrate function depends on Migrations", not late, late)
 
 print(f"SAM translation checks: {len(failures)} failed")
 sys.exit(1 if failures else 0)

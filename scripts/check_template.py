@@ -1,6 +1,10 @@
 """Checks template.yaml against the code, offline (run by scripts/test.sh after cfn-lint):
 per-function builds, quota settings vs. the clients each function wires, CORS lists, metric names, the
-worker's concurrency arithmetic, the `sam local` env file and the sample events.
+worker's concurrency arithmetic, the `sam local` env file and the sample events; then the
+template as CloudFormation would resolve it in each data-store mode (create and existing):
+conditions and Fn::If resolved, no reference to a resource the mode leaves out, the Rules,
+each function's settings, secrets and network, the stores, migrations on deploy, the
+alarms and the quotas of a new account; and the Logs Insights fields the runbook lists.
 Prints one line per check; exits 1 if any fails.
 
 Usage: python check_template.py   (from the repository root, with the venv-tools python)
@@ -56,9 +60,13 @@ for name, fn in functions.items():
 variables = sam_env.function_variables(template)
 for name, fn in functions.items():
     manifest = os.path.join(fn["Properties"]["CodeUri"], "Cargo.toml")
+    main_path = os.path.join(fn["Properties"]["CodeUri"], "src", "main.rs")
+    if not (os.path.isfile(manifest) and os.path.isfile(main_path)):
+        check(f"{name}: its crate exists ({manifest}, {main_path})", False, "missing")
+        continue
     shared = tomllib.load(open(manifest, "rb")).get("dependencies", {}).get("shared", {})
     features = shared.get("features", []) if isinstance(shared, dict) else []
-    main_rs = open(os.path.join(fn["Properties"]["CodeUri"], "src", "main.rs")).read()
+    main_rs = open(main_path).read()
     wires_dynamodb = "quota::dynamodb::store" in main_rs
     has_quota = "QUOTA_BACKEND" in variables[name]
     reads_table = "QuotaTable" in json.dumps(fn["Properties"].get("Policies", []))
@@ -118,14 +126,18 @@ check("metric dimensions name real functions", not bad_fn, bad_fn)
 check("DashboardBody is valid JSON",
       json.loads(re.sub(r"\$\{[^}]+\}", "x", dashboard)) is not None)
 
-# 5. Worker concurrency follows the documented arithmetic.
+# 5. Worker concurrency and batch size follow the documented arithmetic, and no row lets
+# the worker exceed its quota: concurrency x batch x 30 calls a minute (2 s a call) <= RPM.
 quota = template["Mappings"]["GeminiQuota"]
 allowed = template["Parameters"]["GeminiRequestsPerMinute"]["AllowedValues"]
 for rpm in allowed:
     row = quota.get(str(rpm), {})
     want = max(2, int(rpm) // 300)
-    check(f"GeminiQuota[{rpm}]: concurrency max(2, RPM/300) = {want}, reserved +3",
-          row.get("WorkerConcurrency") == want and row.get("WorkerReserved") == want + 3, row)
+    batch = min(10, int(rpm) // (30 * want))
+    check(f"GeminiQuota[{rpm}]: concurrency max(2, RPM/300) = {want}, batch {batch}, "
+          f"{want * batch * 30} calls/min <= {rpm}",
+          row.get("WorkerConcurrency") == want and row.get("WorkerBatchSize") == batch
+          and want * batch * 30 <= int(rpm), row)
 
 # 6. The sam local env file covers every function and every setting the template passes.
 with tempfile.TemporaryDirectory() as tmp:
@@ -138,12 +150,47 @@ for name in functions:
     missing = sorted(set(variables[name]) - set(env.get(name, {})))
     check(f"sam env file gives {name} every setting", not missing, missing)
 
-# 7. Every events/ folder is named after a function's binary.
+# 7. Every events/ folder is named after a function's binary. The migrate function's
+# sample (a CloudFormation custom-resource request) is events/migrate-create.json, outside
+# the folders that tests/tests/api/events.rs runs through the HTTP and SQS handlers.
 folders = sorted(d for d in os.listdir("events") if os.path.isdir(os.path.join("events", d)))
 stray = [d for d in folders if d not in binaries.values()]
 check("every events/ folder names a function in the template", not stray, stray)
-uncovered = [b for b in binaries.values() if b not in folders]
+loose = {f.split("-")[0] for f in os.listdir("events") if f.endswith(".json")}
+uncovered = [b for b in binaries.values() if b not in folders and b not in loose]
 check("every function has sample events", not uncovered, uncovered)
+sample = json.load(open("events/migrate-create.json"))
+check("events/migrate-create.json is a Create request for the Migrations custom resource",
+      sample.get("RequestType") == "Create" and sample.get("ResourceType") == "Custom::Migrations"
+      and sample.get("LogicalResourceId") == "Migrations"
+      and {"ResponseURL", "StackId", "RequestId", "ServiceToken"} <= set(sample)
+      and "CodeVersion" in sample.get("ResourceProperties", {}), sample)
+
+# 8. The template in each data-store mode, as CloudFormation resolves it.
+sys.path.insert(0, os.path.dirname(__file__))
+import template_modes  # noqa: E402
+
+template_modes.run_checks(template, check)
+
+# 9. The Logs Insights queries of docs/operations.md and the fields they use
+# (docs/logs-insights-fields.json, read by a Rust test that renders the code's log lines).
+fields_doc = json.load(open("docs/logs-insights-fields.json"))
+runbook = open("docs/operations.md").read()
+for query, fields in fields_doc.items():
+    block = re.search(rf"<!-- query: {re.escape(query)} -->\s*```(?:text|sql)?\n(.*?)```", runbook, re.S)
+    check(f"Logs Insights query `{query}` is in docs/operations.md", block is not None)
+    if block:
+        text = block.group(1)
+        used = set(re.findall(r"\b(?:fields\.[A-Za-z_]+|spans\.\d+\.[A-Za-z]+|level|target)\b", text))
+        check(f"Logs Insights query `{query}` uses exactly the fields it lists", used == set(fields),
+              f"query {sorted(used)}, listed {sorted(fields)}")
+        stale = [w for w in ("@type = \"REPORT\"", "fields message_id") if w in text]
+        check(f"Logs Insights query `{query}` uses the JSON log format's names", not stale, stale)
+named = set(re.findall(r"<!-- query: (\w+) -->", runbook))
+check("every named query of docs/operations.md is in docs/logs-insights-fields.json",
+      named == set(fields_doc), sorted(named ^ set(fields_doc)))
+check("no query of docs/operations.md uses the text log format (@type = \"REPORT\")",
+      '@type = "REPORT"' not in runbook)
 
 print(f"template checks: {len(failures)} failed")
 sys.exit(1 if failures else 0)
