@@ -52,6 +52,9 @@ ENV
 fi
 cat >>"$ENV_FILE" <<ENV
 OTP_DELIVERY=log
+OTP_HASH_KEY=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+# The test stores are plaintext; a deployed function refuses them (TLS required).
+ALLOW_PLAINTEXT_STORES=true
 GEMINI_BASE_URL=http://127.0.0.1:9
 RUST_LOG=warn
 ENV

@@ -136,6 +136,7 @@ WEBHOOK_SECRET="whsec_samcheck_$$"
 
 export DATABASE_URL REDIS_URL="$TEST_REDIS_URL" REDIS_KEY_PREFIX="samcheck$$:" \
     JWT_SECRET_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" OTP_DELIVERY=log \
+    OTP_HASH_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n')" ALLOW_PLAINTEXT_STORES=true \
     AWS_ENDPOINT_URL="$TEST_AWS_ENDPOINT" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=eu-west-1 \
     METRICS_NAMESPACE=samcheck STRIPE_WEBHOOK_SECRET="$WEBHOOK_SECRET" GOOGLE_API_KEY=samcheck \
     GEMINI_BASE_URL=http://127.0.0.1:9 DEAD_LETTER_QUEUE_ARN="$DLQ_ARN"

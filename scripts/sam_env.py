@@ -11,6 +11,7 @@ JWT_SECRET_FILE, REPLY_QUEUE_URL, GOOGLE_API_KEY, STRIPE_* from the environment)
 """
 
 import json
+import hashlib
 import os
 import platform
 import re
@@ -50,6 +51,10 @@ def local_values():
         "DATABASE_URL": f"postgres://postgres@{host}:{pg_port}/chatroom",
         "REDIS_URL": f"redis://{host}:{redis_port}/",
         "JWT_SECRET_KEY": jwt_secret,
+        # The auth function's own key for code hashes (a deployed one gets its own secret).
+        "OTP_HASH_KEY": hashlib.sha256(("otp-hash-key:" + jwt_secret).encode()).hexdigest(),
+        # sam local runs the functions as in Lambda, against `make dev`'s plaintext stores.
+        "ALLOW_PLAINTEXT_STORES": "true",
         # sam local sets AWS_LAMBDA_FUNCTION_NAME, where `response` is refused: the
         # codes are in the function's log (printed by sam local).
         "OTP_DELIVERY": "log",

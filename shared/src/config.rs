@@ -1,6 +1,9 @@
 //! Typed settings, read from the environment once at cold start.
 
 pub mod secret_arns;
+pub mod stores;
+
+pub use stores::{DatabaseSettings, DbCredentials};
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +64,8 @@ impl FromStr for OtpDelivery {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Secret,
+    /// User and password that replace the URL's (`DATABASE_CREDENTIALS`, JSON).
+    pub database_credentials: Option<DbCredentials>,
     /// PEM file of a private CA trusted for PostgreSQL, beside the web PKI and RDS roots.
     pub database_ca_file: Option<String>,
     pub db_pool_size: usize,
@@ -71,8 +76,14 @@ pub struct Config {
     pub redis_cluster: bool,
     /// Prepended to every Redis key; lets environments (and tests) share one server.
     pub redis_key_prefix: String,
-    pub jwt_secret: Secret,
+    /// Signs and checks access tokens; only the functions that check tokens get it.
+    pub jwt_secret: Option<Secret>,
+    /// The key before the last rotation (`JWT_SECRET_KEY_PREVIOUS`, or the secret's
+    /// AWSPREVIOUS version): tokens it signed stay valid, so a rotation signs nobody out.
+    pub jwt_previous_secret: Option<Secret>,
     pub jwt_ttl: Duration,
+    /// Keys the HMAC of stored one-time codes (`OTP_HASH_KEY`); the auth function only.
+    pub otp_hash_key: Option<Secret>,
     pub otp_delivery: OtpDelivery,
     /// Minimum seconds between two codes for one address.
     pub otp_min_interval_secs: u64,
@@ -185,13 +196,10 @@ impl Config {
     /// Same as [`Config::from_env`] over any lookup function (used by tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&get);
-        let jwt_secret = env.required("JWT_SECRET_KEY")?;
-        if jwt_secret.len() < MIN_JWT_SECRET_LEN {
-            return Err(ConfigError {
-                var: "JWT_SECRET_KEY",
-                reason: format!("must be at least {MIN_JWT_SECRET_LEN} bytes"),
-            });
-        }
+        let database = DatabaseSettings::from_lookup(&get)?;
+        let jwt_secret = env.key("JWT_SECRET_KEY")?;
+        let jwt_previous_secret = env.key("JWT_SECRET_KEY_PREVIOUS")?;
+        let otp_hash_key = env.key("OTP_HASH_KEY")?;
         let db_pool_size: usize = env.parsed("DB_POOL_SIZE", 2)?;
         if !(1..=16).contains(&db_pool_size) {
             return Err(ConfigError {
@@ -223,6 +231,10 @@ impl Config {
             });
         }
         let in_lambda = env.optional("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let redis_url = env.required("REDIS_URL")?;
+        if in_lambda && !env.parsed("ALLOW_PLAINTEXT_STORES", false)? {
+            stores::require_tls(database.url.expose(), &redis_url)?;
+        }
         let otp_delivery: OtpDelivery = env.parsed("OTP_DELIVERY", OtpDelivery::Log)?;
         if in_lambda && otp_delivery == OtpDelivery::Response {
             return Err(ConfigError {
@@ -257,15 +269,18 @@ impl Config {
         }
         let ip_defaults = IpLimits::default();
         Ok(Self {
-            database_url: Secret::new(env.required("DATABASE_URL")?),
-            database_ca_file: env.optional("DATABASE_CA_FILE"),
+            database_url: database.url,
+            database_credentials: database.credentials,
+            database_ca_file: database.ca_file,
             db_pool_size,
-            redis_url: Secret::new(env.required("REDIS_URL")?),
+            redis_url: Secret::new(redis_url),
             redis_ca_file: env.optional("REDIS_CA_FILE"),
             redis_cluster: env.parsed("REDIS_CLUSTER", false)?,
             redis_key_prefix,
-            jwt_secret: Secret::new(jwt_secret),
+            jwt_secret,
+            jwt_previous_secret,
             jwt_ttl: Duration::from_secs(jwt_ttl_secs),
+            otp_hash_key,
             otp_delivery,
             otp_min_interval_secs: env.parsed("OTP_MIN_INTERVAL_SECONDS", 30)?,
             otp_max_per_hour: env.parsed("OTP_MAX_PER_HOUR", 10)?,
@@ -336,6 +351,17 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             var,
             reason: "is required but not set".into(),
         })
+    }
+
+    /// An optional signing key, refused when shorter than [`MIN_JWT_SECRET_LEN`].
+    fn key(&self, var: &'static str) -> Result<Option<Secret>, ConfigError> {
+        match self.optional(var) {
+            Some(key) if key.len() < MIN_JWT_SECRET_LEN => Err(ConfigError {
+                var,
+                reason: format!("must be at least {MIN_JWT_SECRET_LEN} bytes"),
+            }),
+            key => Ok(key.map(Secret::new)),
+        }
     }
 
     fn parsed<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
@@ -430,6 +456,7 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("OTP_DELIVERY", "response"));
         assert!(Config::from_lookup(lookup(&pairs)).is_ok(), "fine locally");
+        pairs.push(("ALLOW_PLAINTEXT_STORES", "true"));
         pairs.push(("AWS_LAMBDA_FUNCTION_NAME", "chatroom-auth"));
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
         assert_eq!(err.var, "OTP_DELIVERY");
@@ -469,6 +496,45 @@ mod tests {
         assert_eq!(
             Config::from_lookup(lookup(&pairs)).unwrap_err().var,
             "JWT_SECRET_KEY"
+        );
+    }
+
+    #[test]
+    fn tls_stores_are_required_inside_lambda_only() {
+        let mut pairs = BASE.to_vec();
+        assert!(
+            Config::from_lookup(lookup(&pairs)).is_ok(),
+            "plaintext is fine locally"
+        );
+        pairs.push(("AWS_LAMBDA_FUNCTION_NAME", "chatroom-user"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        pairs[0] = ("DATABASE_URL", "postgres://u@db/x?sslmode=require");
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "REDIS_URL"
+        );
+        pairs[1] = ("REDIS_URL", "rediss://cache:6379/");
+        assert!(Config::from_lookup(lookup(&pairs)).is_ok());
+        pairs[0] = ("DATABASE_URL", "postgres://u@db/x?sslmode=prefer");
+        pairs.push(("ALLOW_PLAINTEXT_STORES", "true"));
+        assert!(
+            Config::from_lookup(lookup(&pairs)).is_ok(),
+            "emulators only"
+        );
+    }
+
+    #[test]
+    fn keys_are_optional_but_never_short() {
+        let c = Config::from_lookup(lookup(&BASE[..2])).unwrap();
+        assert!(c.jwt_secret.is_none() && c.otp_hash_key.is_none());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("OTP_HASH_KEY", "short"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "OTP_HASH_KEY"
         );
     }
 

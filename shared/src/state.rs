@@ -9,11 +9,12 @@ use sha2::Sha256;
 
 use crate::auth::delivery::CodeMailer;
 use crate::auth::jwt::JwtKeys;
+use crate::auth::key_ring::KeyRing;
 use crate::auth::otp::OtpStore;
 use crate::billing::provider::BillingProvider;
 use crate::clients::queue::ReplyQueue;
 use crate::config::{Config, OtpDelivery};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::quota::{QuotaFactory, QuotaStore};
 use crate::store::redis::Redis;
 
@@ -24,8 +25,11 @@ pub struct Services {
     pub config: Config,
     pub db: Pool,
     pub redis: Redis,
-    pub jwt: JwtKeys,
-    pub otp: OtpStore,
+    /// Access-token keys; `None` in a function that never checks a token (webhook,
+    /// worker), so a leak there cannot mint tokens. See [`Services::tokens`].
+    pub token_keys: Option<KeyRing>,
+    /// One-time codes; the auth function only. See [`Services::otp`].
+    pub otp_codes: Option<OtpStore>,
     /// Sends code e-mails; `Some` exactly when `OTP_DELIVERY=ses`.
     pub mailer: Option<Arc<dyn CodeMailer>>,
     pub quota: Arc<dyn QuotaStore>,
@@ -49,6 +53,11 @@ pub struct Adapters {
     pub billing: Option<BillingFactory>,
     /// Daily counters in DynamoDB when `QUOTA_BACKEND=dynamodb` (chatroom, subscription).
     pub dynamodb_quota: Option<QuotaFactory>,
+    /// Checks or issues access tokens: needs `JWT_SECRET_KEY` (every HTTP function but
+    /// the webhook).
+    pub tokens: bool,
+    /// Issues and checks one-time codes: needs `OTP_HASH_KEY` (auth).
+    pub otp_codes: bool,
 }
 
 pub type MailerFactory = fn(&Config) -> anyhow::Result<Arc<dyn CodeMailer>>;
@@ -62,6 +71,14 @@ impl Adapters {
         queue: None,
         billing: None,
         dynamodb_quota: None,
+        tokens: false,
+        otp_codes: false,
+    };
+
+    /// Checks access tokens and nothing optional (user, stream).
+    pub const TOKENS: Self = Self {
+        tokens: true,
+        ..Self::NONE
     };
 
     /// Every client this build of `shared` has (tests, bench, local tools).
@@ -77,6 +94,8 @@ impl Adapters {
             billing: Some(crate::billing::stripe::provider),
             #[cfg(feature = "dynamodb")]
             dynamodb_quota: Some(crate::quota::dynamodb::store),
+            tokens: true,
+            otp_codes: true,
             ..Self::NONE
         }
     }
@@ -92,16 +111,14 @@ impl AppState {
     pub fn with_adapters(config: Config, adapters: Adapters) -> anyhow::Result<Self> {
         let db = crate::store::postgres::pool(&config)?;
         let redis = Redis::new(&config)?;
-        let jwt = JwtKeys::new(config.jwt_secret.expose().as_bytes(), config.jwt_ttl);
-        // A key of its own for OTP hashes, derived so that one secret suffices to deploy.
-        let mut mac = Hmac::<Sha256>::new_from_slice(config.jwt_secret.expose().as_bytes())
-            .expect("HMAC takes any key length");
-        mac.update(b"chatroom-lambda/otp-hash-key/v1");
-        let otp = OtpStore::new(
-            redis.clone(),
-            &mac.finalize().into_bytes(),
-            config.otp_max_wrong_per_day,
-        );
+        let token_keys = adapters.tokens.then(|| token_keys(&config)).transpose()?;
+        let otp_codes = adapters
+            .otp_codes
+            .then(|| {
+                otp_hash_key(&config)
+                    .map(|key| OtpStore::new(redis.clone(), &key, config.otp_max_wrong_per_day))
+            })
+            .transpose()?;
         let mailer = mailer_from_config(&config, &adapters)?;
         let quota = crate::quota::store_from_config(&config, &redis, adapters.dynamodb_quota)?;
         let queue = match (adapters.queue, &config.reply_queue_url) {
@@ -116,8 +133,8 @@ impl AppState {
             config,
             db,
             redis,
-            jwt,
-            otp,
+            token_keys,
+            otp_codes,
             mailer,
             quota,
             queue,
@@ -135,6 +152,58 @@ impl AppState {
 
     pub async fn db(&self) -> AppResult<deadpool_postgres::Client> {
         Ok(self.0.db.get().await?)
+    }
+}
+
+impl Services {
+    /// The access-token keys, or a 500 in a function built without them (a wiring bug).
+    pub fn tokens(&self) -> AppResult<&KeyRing> {
+        self.token_keys
+            .as_ref()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("this function holds no token key")))
+    }
+
+    /// The one-time-code store, or a 500 outside the auth function (a wiring bug).
+    pub fn otp(&self) -> AppResult<&OtpStore> {
+        self.otp_codes
+            .as_ref()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("this function holds no OTP key")))
+    }
+}
+
+fn token_keys(config: &Config) -> anyhow::Result<KeyRing> {
+    let Some(secret) = &config.jwt_secret else {
+        anyhow::bail!(
+            "configuration error: JWT_SECRET_KEY: is required by this function (it checks \
+             access tokens)"
+        );
+    };
+    Ok(KeyRing::fixed(JwtKeys::with_previous(
+        secret.expose().as_bytes(),
+        config
+            .jwt_previous_secret
+            .as_ref()
+            .map(|p| p.expose().as_bytes()),
+        config.jwt_ttl,
+    )))
+}
+
+/// `OTP_HASH_KEY`. Outside Lambda (local runs, tests) it may be left out and is then
+/// derived from the JWT key, so that one dev secret suffices; a deployed function has
+/// its own key, so the token key alone does not reveal code hashes.
+fn otp_hash_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    match (&config.otp_hash_key, &config.jwt_secret) {
+        (Some(key), _) => Ok(key.expose().as_bytes().to_vec()),
+        (None, Some(jwt)) if !config.in_lambda => {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(jwt.expose().as_bytes()).expect("any key length");
+            mac.update(b"chatroom-lambda/otp-hash-key/v1");
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+        _ => anyhow::bail!(
+            "configuration error: OTP_HASH_KEY: is required by this function (it hashes \
+             one-time codes)"
+        ),
     }
 }
 

@@ -103,6 +103,26 @@ impl TempRedis {
         wait_for_port(self.port, true).await;
     }
 
+    /// Stops the server without closing its sockets (SIGSTOP): connections stay open
+    /// and nothing answers, as with a black-holed network path.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

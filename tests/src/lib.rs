@@ -32,6 +32,8 @@ use wiremock::MockServer;
 
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_test_secret";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The auth function's own key for one-time-code hashes (never the JWT key).
+pub const OTP_HASH_KEY: &str = "test-otp-hash-key-test-otp-hash-key-0123";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -56,7 +58,7 @@ pub fn db_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
-async fn admin_client() -> tokio_postgres::Client {
+pub async fn admin_client() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&admin_db_url(), NoTls)
         .await
         .expect("connect to the test PostgreSQL");
@@ -135,14 +137,17 @@ pub async fn fresh_database() -> String {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         database_url: Secret::new(database_url),
+        database_credentials: None,
         database_ca_file: None,
         db_pool_size: 4,
         redis_url: Secret::new(redis_url()),
         redis_ca_file: None,
         redis_cluster: std::env::var("TEST_REDIS_CLUSTER").is_ok_and(|v| v == "true"),
         redis_key_prefix: format!("test:{}:", Uuid::new_v4().simple()),
-        jwt_secret: Secret::new(JWT_SECRET),
+        jwt_secret: Some(Secret::new(JWT_SECRET)),
+        jwt_previous_secret: None,
         jwt_ttl: Duration::from_secs(3600),
+        otp_hash_key: Some(Secret::new(OTP_HASH_KEY)),
         otp_delivery: OtpDelivery::Response,
         otp_min_interval_secs: 30,
         otp_max_per_hour: 10,

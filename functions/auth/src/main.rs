@@ -8,6 +8,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         "auth",
         Adapters {
             mailer: Some(shared::clients::ses::mailer),
+            tokens: true,
+            otp_codes: true,
             ..Adapters::NONE
         },
     )

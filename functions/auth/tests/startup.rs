@@ -8,7 +8,10 @@ fn start(env: &[(&str, &str)]) -> Output {
         .env("DATABASE_URL", "postgres://app@127.0.0.1:1/none")
         .env("REDIS_URL", "redis://127.0.0.1:1/")
         .env("JWT_SECRET_KEY", "startup-test-secret-startup-test-secret")
+        .env("OTP_HASH_KEY", "startup-test-otp-key-startup-test-otp-key")
         .env("AWS_LAMBDA_FUNCTION_NAME", "chatroom-auth")
+        // The local stores of this test are plaintext (see the TLS test below).
+        .env("ALLOW_PLAINTEXT_STORES", "true")
         .envs(env.iter().copied())
         .output()
         .expect("the auth binary runs")
@@ -49,6 +52,57 @@ fn log_delivery_in_a_lambda_warns_that_codes_are_in_the_logs() {
     let text = all_output(&out);
     assert!(
         text.contains("OTP_DELIVERY=log: sign-in codes are written to the logs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tls_is_required_where_it_matters() {
+    // Inside Lambda, `sslmode=prefer` would fall back to plaintext and a cleartext password.
+    let out = start(&[
+        ("ALLOW_PLAINTEXT_STORES", "false"),
+        ("OTP_DELIVERY", "log"),
+        (
+            "DATABASE_URL",
+            "postgres://app:pw@127.0.0.1:1/none?sslmode=prefer",
+        ),
+    ]);
+    assert!(!out.status.success());
+    let text = all_output(&out);
+    assert!(
+        text.contains("DATABASE_URL") && text.contains("sslmode=require"),
+        "{text}"
+    );
+    assert!(!text.contains("app:pw"), "never the URL: {text}");
+    let out = start(&[
+        ("ALLOW_PLAINTEXT_STORES", "false"),
+        ("OTP_DELIVERY", "log"),
+        (
+            "DATABASE_URL",
+            "postgres://app@127.0.0.1:1/none?sslmode=require",
+        ),
+    ]);
+    let text = all_output(&out);
+    assert!(
+        text.contains("REDIS_URL") && text.contains("rediss://"),
+        "{text}"
+    );
+}
+
+#[test]
+fn each_function_holds_only_its_keys() {
+    // The auth function hashes codes with a key of its own: no OTP_HASH_KEY, no start.
+    let out = start(&[("OTP_DELIVERY", "log"), ("OTP_HASH_KEY", "")]);
+    assert!(!out.status.success());
+    let text = all_output(&out);
+    assert!(
+        text.contains("OTP_HASH_KEY") && text.contains("required"),
+        "{text}"
+    );
+    let out = start(&[("OTP_DELIVERY", "log"), ("JWT_SECRET_KEY", "")]);
+    let text = all_output(&out);
+    assert!(
+        text.contains("JWT_SECRET_KEY") && text.contains("required"),
         "{text}"
     );
 }

@@ -9,6 +9,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         Adapters {
             queue: Some(shared::clients::queue::sqs::queue),
             dynamodb_quota: Some(shared::quota::dynamodb::store),
+            tokens: true,
             ..Adapters::NONE
         },
     )

@@ -4,6 +4,6 @@ use shared::state::Adapters;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("stream", Adapters::NONE).await;
+    let state = shared::bootstrap::state_from_env("stream", Adapters::TOKENS).await;
     lambda_http::run_with_streaming_response(shared::http::app(stream_fn::routes(state))).await
 }

@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             billing: Some(shared::billing::stripe::provider),
             // GET /subscription/status reads the daily counter, which may live in DynamoDB.
             dynamodb_quota: Some(shared::quota::dynamodb::store),
+            tokens: true,
             ..Adapters::NONE
         },
     )

@@ -4,6 +4,6 @@ use shared::state::Adapters;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let state = shared::bootstrap::state_from_env("user", Adapters::NONE).await;
+    let state = shared::bootstrap::state_from_env("user", Adapters::TOKENS).await;
     lambda_http::run(shared::http::app(user_fn::routes(state))).await
 }

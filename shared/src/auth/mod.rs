@@ -5,6 +5,7 @@
 pub mod delivery;
 pub mod email;
 pub mod jwt;
+pub mod key_ring;
 pub mod otp;
 pub mod password;
 pub mod throttle;
@@ -140,7 +141,7 @@ async fn issue_and_deliver(
         );
         return Ok(CodeRequest { code: None });
     };
-    let code = state.otp.issue(purpose, &email).await?;
+    let code = state.otp()?.issue(purpose, &email).await?;
     match state.config.otp_delivery {
         OtpDelivery::Ses => {
             let mailer = state.mailer.as_ref().ok_or_else(|| {
@@ -151,7 +152,7 @@ async fn issue_and_deliver(
                 tracing::warn!(user_id = %user.id, purpose = purpose.as_str(), reason = %e.0,
                     "code e-mail not sent; the code is withdrawn and the request not counted");
                 // Best effort: the e-mail error is what the caller needs to hear.
-                if let Err(e) = state.otp.revoke(purpose, &email).await {
+                if let Err(e) = state.otp()?.revoke(purpose, &email).await {
                     tracing::error!(error = %e, "could not withdraw an undelivered code");
                 }
                 if let Err(e) =
@@ -188,7 +189,7 @@ pub async fn verify_code(
     password_attempt: Option<String>,
 ) -> AppResult<IssuedToken> {
     let email = Email::parse(raw_email)?;
-    state.otp.verify(Purpose::Login, &email, code).await?;
+    state.otp()?.verify(Purpose::Login, &email, code).await?;
     let db = state.db().await?;
     // The account may have vanished since the code was issued.
     let mut user = users::by_email(&db, &email)
@@ -211,7 +212,7 @@ pub async fn verify_code(
         );
     }
     tracing::info!(user_id = %user.id, "signed in with a code");
-    state.jwt.issue(user.id, user.token_version)
+    state.tokens()?.issue(user.id, user.token_version).await
 }
 
 pub async fn login(
@@ -233,7 +234,7 @@ pub async fn login(
         return Err(AppError::EmailNotVerified);
     }
     tracing::info!(user_id = %user.id, "signed in with a password");
-    state.jwt.issue(user.id, user.token_version)
+    state.tokens()?.issue(user.id, user.token_version).await
 }
 
 pub async fn reset_password(
@@ -246,7 +247,7 @@ pub async fn reset_password(
     // Validate first: a rejected password must not consume the code.
     password::validate(&new_password)?;
     state
-        .otp
+        .otp()?
         .verify(Purpose::PasswordReset, &email, code)
         .await?;
     let hash = password::hash(new_password).await?;
@@ -279,7 +280,7 @@ pub async fn change_password(
         })?;
         let email = Email::parse(&user.email)?;
         state
-            .otp
+            .otp()?
             .verify(Purpose::PasswordReset, &email, &code)
             .await?;
     } else {
@@ -295,7 +296,10 @@ pub async fn change_password(
     let db = state.db().await?;
     let updated = users::set_password(&db, user.id, &hash, first).await?;
     tracing::info!(user_id = %user.id, "password changed; older tokens revoked");
-    state.jwt.issue(updated.id, updated.token_version)
+    state
+        .tokens()?
+        .issue(updated.id, updated.token_version)
+        .await
 }
 
 /// Signs out everywhere: every token issued so far stops working.

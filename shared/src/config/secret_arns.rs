@@ -6,10 +6,13 @@ use super::ConfigError;
 /// Settings that may come from AWS Secrets Manager: `<SETTING>_SECRET_ARN` names the
 /// secret (ARN or name) whose string value is the setting. Deployed functions get only
 /// these ARNs, so no secret value sits in a function's environment.
-pub const SECRET_SETTINGS: [&str; 6] = [
+pub const SECRET_SETTINGS: [&str; 8] = [
     "DATABASE_URL",
+    // JSON {"username", "password"}: the secret template.yaml generates for the database.
+    "DATABASE_CREDENTIALS",
     "REDIS_URL",
     "JWT_SECRET_KEY",
+    "OTP_HASH_KEY",
     "STRIPE_API_KEY",
     "STRIPE_WEBHOOK_SECRET",
     "GOOGLE_API_KEY",

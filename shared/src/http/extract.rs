@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for AuthUser {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthorized("expected `Authorization: Bearer <token>`")),
         };
-        let claims = state.jwt.verify(token)?;
+        let claims = state.tokens()?.verify(token).await?;
         let db = state.db().await?;
         let user = users::by_id(&db, claims.sub)
             .await?

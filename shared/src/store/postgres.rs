@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseSettings, DbCredentials};
 use crate::store::tls;
 
 mod embedded {
@@ -20,6 +20,7 @@ const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(5);
 /// so cold starts pay no network round trip.
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     let mut pg = parse_url(config.database_url.expose())?;
+    with_credentials(&mut pg, config.database_credentials.as_ref());
     pg.connect_timeout(Duration::from_secs(3));
     // `Fast` only checks that the connection task is alive; the hook below pings the
     // connections that sat idle, which is where a frozen Lambda container's dead sockets
@@ -61,6 +62,13 @@ fn parse_url(url: &str) -> anyhow::Result<tokio_postgres::Config> {
     })
 }
 
+/// User and password from their own secret replace the URL's (see [`DbCredentials`]).
+fn with_credentials(pg: &mut tokio_postgres::Config, credentials: Option<&DbCredentials>) {
+    if let Some(c) = credentials {
+        pg.user(&c.username).password(c.password.expose());
+    }
+}
+
 /// The TLS connector every PostgreSQL connection uses: web PKI roots, the Amazon RDS CA
 /// bundle, and the PEM file `ca_file` (`DATABASE_CA_FILE`) for a private CA.
 pub fn connector(ca_file: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
@@ -74,7 +82,20 @@ pub fn connector(ca_file: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
 /// Applies every pending migration in `migrations/` to the database at `url`
 /// (over TLS when its `sslmode` asks, trusting `ca_file` as well).
 pub async fn migrate(url: &str, ca_file: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let (mut client, connection) = parse_url(url)?.connect(connector(ca_file)?).await?;
+    migrate_database(&DatabaseSettings {
+        url: crate::config::Secret::new(url),
+        credentials: None,
+        ca_file: ca_file.map(str::to_string),
+    })
+    .await
+}
+
+/// [`migrate`] with every database setting (the migrate function's custom resource).
+pub async fn migrate_database(db: &DatabaseSettings) -> anyhow::Result<Vec<String>> {
+    let mut pg = parse_url(db.url.expose())?;
+    with_credentials(&mut pg, db.credentials.as_ref());
+    pg.connect_timeout(Duration::from_secs(10));
+    let (mut client, connection) = pg.connect(connector(db.ca_file.as_deref())?).await?;
     let conn = tokio::spawn(connection);
     let report = embedded::migrations::runner()
         .run_async(&mut client)

@@ -1,13 +1,17 @@
-//! Secrets from AWS Secrets Manager, read once at cold start with one
-//! `BatchGetSecretValue` call: `<SETTING>_SECRET_ARN` names the secret whose string value
-//! is the setting (see [`crate::config::secret_arns::SECRET_SETTINGS`]).
+//! Secrets from AWS Secrets Manager, read at cold start with one `BatchGetSecretValue`
+//! call: `<SETTING>_SECRET_ARN` names the secret whose string value is the setting (see
+//! [`crate::config::secret_arns::SECRET_SETTINGS`]). The JWT key's AWSPREVIOUS version is
+//! read too, and the JWT key again while the container lives ([`JwtKeySource`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 
-use crate::config::Config;
+use crate::auth::key_ring::KeySource;
 use crate::config::secret_arns::{SecretRequest, secret_requests};
+use crate::config::{Config, Secret};
 
 /// The value template.yaml gives the secrets it cannot generate, until they are filled.
 pub const PLACEHOLDER: &str = "REPLACE_AFTER_DEPLOY";
@@ -23,10 +27,92 @@ pub async fn config_from(
     client: &Client,
 ) -> anyhow::Result<Config> {
     let requests = secret_requests(&get)?;
-    let values = fetch(client, &requests).await?;
+    let mut values = fetch(client, &requests).await?;
+    if let Some(jwt) = requests.iter().find(|r| r.setting == "JWT_SECRET_KEY")
+        && let Some(previous) = previous_version(client, &jwt.secret_id).await
+    {
+        values.insert("JWT_SECRET_KEY_PREVIOUS", previous);
+    }
     Ok(Config::from_lookup(|name| {
         values.get(name).cloned().or_else(|| get(name))
     })?)
+}
+
+/// The version before the last rotation, if the secret has one. A failure to read it is
+/// logged, not fatal: only tokens signed before the rotation depend on it.
+async fn previous_version(client: &Client, secret_id: &str) -> Option<String> {
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .version_stage("AWSPREVIOUS")
+        .send()
+        .await;
+    match out {
+        Ok(out) => out
+            .secret_string()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v != PLACEHOLDER),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            None // never rotated
+        }
+        Err(e) => {
+            tracing::warn!(
+                secret_id,
+                error = %aws_sdk_secretsmanager::error::DisplayErrorContext(e),
+                "cannot read the AWSPREVIOUS version of the JWT key; tokens signed before the last rotation will be refused"
+            );
+            None
+        }
+    }
+}
+
+/// The JWT key's secret, read again by `auth::key_ring` while a container lives.
+pub struct JwtKeySource {
+    client: Client,
+    secret_id: String,
+}
+
+impl JwtKeySource {
+    /// `Some` when `JWT_SECRET_KEY_SECRET_ARN` is set.
+    pub fn from_env(
+        get: &impl Fn(&str) -> Option<String>,
+        client: &Client,
+    ) -> Option<Arc<dyn KeySource>> {
+        let id = get("JWT_SECRET_KEY_SECRET_ARN").filter(|v| !v.trim().is_empty())?;
+        Some(Arc::new(Self {
+            client: client.clone(),
+            secret_id: id.trim().to_string(),
+        }))
+    }
+}
+
+#[async_trait]
+impl KeySource for JwtKeySource {
+    async fn read(&self) -> anyhow::Result<(Secret, Option<Secret>)> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "secrets: cannot read JWT_SECRET_KEY ({}): {}",
+                    self.secret_id,
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            })?;
+        let current = out
+            .secret_string()
+            .map(str::trim)
+            .filter(|v| v.len() >= crate::config::MIN_JWT_SECRET_LEN)
+            .ok_or_else(|| anyhow::anyhow!("secrets: JWT_SECRET_KEY is empty or too short"))?;
+        let previous = previous_version(&self.client, &self.secret_id).await;
+        Ok((Secret::new(current), previous.map(Secret::new)))
+    }
 }
 
 /// One call for every requested secret; any missing or unreadable one is an error naming

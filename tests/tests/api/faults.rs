@@ -258,3 +258,28 @@ async fn queue_endpoint_down_is_503_and_the_unit_comes_back() {
     let r = app.get(&format!("/chatroom/{room}"), &token).await;
     assert_eq!(r.body["messages"][0]["status"], "failed");
 }
+
+#[tokio::test]
+async fn streams_end_on_time_even_when_redis_hangs() {
+    let redis = TempRedis::start().await;
+    let mut config = test_config(&api_tests::fresh_database().await);
+    config.redis_url = Secret::new(redis.url());
+    config.stream_max = Duration::from_secs(3);
+    let app = TestApp::from_config(config).await;
+    let token = app.user_token(&unique_email("hang")).await;
+    let room = app.create_chatroom(&token, Some("h")).await;
+    let sent = app.send_message(&token, &room, "waiting for a reply").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED);
+    let id = sent.body["message"]["id"].as_str().unwrap().to_string();
+    let (status, _, mut reader) = app.open_stream(&token, &room, &id, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let started = Instant::now();
+    redis.freeze();
+    let events = reader.rest(Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    redis.thaw();
+    assert!(
+        took < Duration::from_secs(12),
+        "the stream stayed open {took:?} with Redis hung: {events:?}"
+    );
+}

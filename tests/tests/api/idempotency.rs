@@ -87,3 +87,14 @@ async fn a_retry_in_flight_at_the_cap_gets_409_then_the_original_202() {
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 5);
     assert_eq!(app.used_today(&token).await, 5);
 }
+
+#[test]
+fn readme_and_code_agree_on_the_in_flight_mark() {
+    // docs/api.md once said 15 s while the code held the mark 35 s.
+    let doc = std::fs::read_to_string("../docs/api.md").expect("docs/api.md");
+    let stated = format!(
+        "tracked by a {} s Redis mark",
+        shared::chat::idempotency::IN_FLIGHT_SECS
+    );
+    assert!(doc.contains(&stated), "docs/api.md must say `{stated}`");
+}

@@ -65,7 +65,7 @@ async fn a_cold_start_with_only_secret_arns_serves_requests() {
         .await
         .expect("every secret is read");
     assert_eq!(config.database_url.expose(), database_url);
-    assert_eq!(config.jwt_secret.expose(), jwt_key);
+    assert_eq!(config.jwt_secret.as_ref().unwrap().expose(), jwt_key);
     assert_eq!(
         config.stripe.webhook_secret.as_ref().unwrap().expose(),
         api_tests::STRIPE_WEBHOOK_SECRET

@@ -184,6 +184,39 @@ async fn reconnecting_with_last_event_id_loses_and_repeats_nothing() {
 }
 
 #[tokio::test]
+async fn resume_from_the_done_event_replays_nothing_but_done() {
+    let live = Live::start(vec![Script::text(&["All ", "done."], "STOP", GAP)]).await;
+    let id = live.send("finish").await;
+    assert_eq!(
+        live.answer().await.await.unwrap(),
+        vec![Ok(Outcome::Answered)]
+    );
+    // Read live from the Redis Stream, then resume from its `done`.
+    let key = shared::chat::live::stream_key(&live.app.state.redis, id.parse().unwrap());
+    let mut redis = live.app.state.redis.conn();
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let done_id = &entries.last().unwrap().0;
+    let events = live.open(&id, Some(done_id)).await.rest(WAIT).await;
+    assert_eq!(kinds(&events), ["done"], "{events:?}");
+    assert_eq!(events[0].id.as_deref(), Some(done_id.as_str()));
+    assert_eq!(events[0].data["reply"]["content"], "All done.");
+    // The same from the stored reply's end id, once the stream has expired.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let events = live.open(&id, Some("0-2")).await.rest(WAIT).await;
+    assert_eq!(kinds(&events), ["done"], "{events:?}");
+}
+
+#[tokio::test]
 async fn a_finished_message_streams_its_stored_reply_even_after_the_stream_expired() {
     let live = Live::start(vec![Script::text(&["Done ", "already."], "STOP", GAP)]).await;
     let id = live.send("quick").await;

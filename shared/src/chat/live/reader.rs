@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::streams::StreamReadReply;
+use redis::streams::{StreamRangeReply, StreamReadReply};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -16,6 +16,9 @@ use crate::state::AppState;
 
 /// Longest single blocking read; between reads the route checks PostgreSQL.
 const BLOCK_MAX: Duration = Duration::from_secs(15);
+/// How long past its block time an `XREAD` may take to answer before Redis is taken
+/// for gone.
+const READ_MARGIN: Duration = Duration::from_secs(3);
 /// Entries read per `XREAD`.
 const READ_COUNT: usize = 200;
 
@@ -62,7 +65,8 @@ fn end_event(id: &str, message: &Message, reply: Option<&Message>) -> LiveEvent 
 }
 
 /// A finished message read from PostgreSQL: its reply as one `delta` (`0-1`), then the
-/// end (`0-2`); only what follows `after` (`0-<n>`, or nothing).
+/// end (`0-2`); only what follows `after` (`0-<n>`), and the end always: a client
+/// resuming from the end itself gets it again, and nothing else.
 fn stored_events(message: &Message, reply: Option<&Message>, after: u64) -> Vec<LiveEvent> {
     let mut out = Vec::new();
     if after < 1
@@ -74,9 +78,7 @@ fn stored_events(message: &Message, reply: Option<&Message>, after: u64) -> Vec<
             data: json!({ "text": reply.content }),
         });
     }
-    if after < 2 {
-        out.push(end_event(STORED_END_ID, message, reply));
-    }
+    out.push(end_event(STORED_END_ID, message, reply));
     out
 }
 
@@ -154,6 +156,14 @@ async fn relay(
     let key = stream_key(&state.redis, id);
     // Whether the client holds text from this stream (then a fallback starts with reset).
     let mut shown = after.is_some();
+    if finished
+        && let Some(after) = &after
+        && resumes_from_the_end(state, &key, after).await?
+    {
+        // The client already had the end: the end again, and nothing before it.
+        let (message, reply) = load(state, user, chatroom, id).await?;
+        return send(tx, end_event(after, &message, reply.as_ref())).await;
+    }
     let mut last = after.unwrap_or_else(|| "0".into());
     loop {
         let now = Instant::now();
@@ -168,9 +178,18 @@ async fn relay(
         }
         wait = true;
         read.arg("STREAMS").arg(&key).arg(&last);
+        // A Redis that stops answering (black-holed, failing over) must not hold the
+        // stream past its deadline: the read gets its block time plus a margin, and
+        // the deadline ends the stream whatever Redis does.
+        let answer_within = (deadline - now).min(BLOCK_MAX) + READ_MARGIN;
         let reply: Option<StreamReadReply> = tokio::select! {
-            r = read.query_async(&mut conn) =>
-                r.map_err(|e| AppError::internal(anyhow::anyhow!("XREAD: {e}")))?,
+            r = tokio::time::timeout(answer_within, read.query_async(&mut conn)) => match r {
+                Ok(r) => r.map_err(|e| AppError::internal(anyhow::anyhow!("XREAD: {e}")))?,
+                Err(_) => return Err(AppError::internal(anyhow::anyhow!(
+                    "XREAD: no answer from Redis within {answer_within:?}"
+                ))),
+            },
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
             _ = tx.closed() => return Ok(()),
         };
         let entries = reply
@@ -225,6 +244,24 @@ async fn relay(
             }
         }
     }
+}
+
+/// Whether `after` is the id of the stream's end entry (its last one).
+async fn resumes_from_the_end(state: &AppState, key: &str, after: &str) -> AppResult<bool> {
+    let mut conn = state.redis.conn();
+    let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("XREVRANGE: {e}")))?;
+    Ok(newest.ids.first().is_some_and(|entry| {
+        let kind: String = entry.get("kind").unwrap_or_default();
+        entry.id == after && matches!(kind.as_str(), "done" | "blocked" | "failed")
+    }))
 }
 
 fn reset_event(id: &str) -> LiveEvent {

@@ -56,22 +56,36 @@ impl GeminiClient {
         })
     }
 
+    /// No whole-request timeout here: a streamed reply may take longer than any single
+    /// wait should. `read_timeout` bounds each wait for the next bytes (the headers, then
+    /// every chunk), so a stalled stream fails while a long, live one finishes.
     fn http(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
             reqwest::Client::builder()
-                .timeout(self.timeout)
                 .connect_timeout(Duration::from_secs(5))
+                .read_timeout(self.timeout)
                 .build()
                 .expect("a default TLS configuration builds")
         })
     }
 
     /// One POST to the API with the key; a failure to get any answer is transient.
-    async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, ModelError> {
-        self.http()
+    /// `whole` bounds the entire exchange (the non-streamed calls).
+    async fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        whole: Option<Duration>,
+    ) -> Result<reqwest::Response, ModelError> {
+        let mut request = self
+            .http()
             .post(url)
             .header("x-goog-api-key", &self.api_key)
-            .json(body)
+            .json(body);
+        if let Some(whole) = whole {
+            request = request.timeout(whole);
+        }
+        request
             .send()
             .await
             .map_err(|e| transient(format!("request failed: {e}")))
@@ -79,7 +93,7 @@ impl GeminiClient {
 
     async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
         let started = std::time::Instant::now();
-        let response = self.post(&self.url, &body).await?;
+        let response = self.post(&self.url, &body, Some(self.timeout)).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ModelError::Transient {
             message: format!("reading the response failed: {e}"),
@@ -109,7 +123,7 @@ impl GeminiClient {
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
         let started = std::time::Instant::now();
-        let response = self.post(&self.stream_url, &body).await?;
+        let response = self.post(&self.stream_url, &body, None).await?;
         let status = response.status();
         let is_sse = response
             .headers()

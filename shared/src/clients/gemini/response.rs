@@ -26,6 +26,16 @@ pub fn interpret(response: GenerateResponse) -> Result<ModelReply, ModelError> {
     decide(text, finish_reason)
 }
 
+/// Finish reasons that end a reply for good when it has no text, with a sentence for people.
+fn stopped_without_text(finish_reason: &str) -> Option<&'static str> {
+    match finish_reason {
+        "RECITATION" => Some("it would have repeated protected text"),
+        "LANGUAGE" => Some("the language of the request is not supported"),
+        "OTHER" => Some("it stopped for an unspecified reason"),
+        _ => None,
+    }
+}
+
 /// A reply's text and finish reason → the reply, or why there is none.
 pub(super) fn decide(text: String, finish_reason: String) -> Result<ModelReply, ModelError> {
     if text.trim().is_empty() {
@@ -37,6 +47,12 @@ pub(super) fn decide(text: String, finish_reason: String) -> Result<ModelReply, 
         if finish_reason == "MAX_TOKENS" {
             return Err(ModelError::Permanent {
                 message: "the output token budget ran out before any text was produced".into(),
+            });
+        }
+        // The model chose to stop with nothing to say: asking again gives the same.
+        if let Some(why) = stopped_without_text(&finish_reason) {
+            return Err(ModelError::Permanent {
+                message: format!("the model gave no answer ({finish_reason}): {why}"),
             });
         }
         return Err(ModelError::Transient {

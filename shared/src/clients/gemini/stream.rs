@@ -119,7 +119,14 @@ impl Streamed {
     /// The stream ended: the same rules as a whole reply, except that a safety stop
     /// after some text blocks the reply (the text shown so far is withdrawn).
     fn finish(self) -> Result<ModelReply, ModelError> {
-        let finish_reason = self.finish_reason.unwrap_or_else(|| "STOP".into());
+        // The last frame of a finished reply names why it ended; a stream cut short (a
+        // dropped connection that still closed cleanly) has none and is not a reply.
+        let Some(finish_reason) = self.finish_reason else {
+            return Err(transient(format!(
+                "the stream ended without a finishReason after {} characters: the reply is incomplete",
+                self.text.chars().count()
+            )));
+        };
         if is_safety_stop(&finish_reason) {
             return Ok(ModelReply::Blocked {
                 reason: format!("reply blocked: {finish_reason}"),
@@ -159,6 +166,38 @@ mod tests {
             candidate["finishReason"] = json!(f);
         }
         serde_json::from_value(json!({"candidates": [candidate]})).unwrap()
+    }
+
+    #[test]
+    fn a_truncated_model_stream_is_not_a_complete_reply() {
+        let mut sink = Collect {
+            pieces: vec![],
+            stop_after: usize::MAX,
+        };
+        let mut reply = Streamed::default();
+        reply.take(frame(Some("The answer is"), None), &mut sink);
+        let err = reply.finish().unwrap_err();
+        assert!(
+            matches!(&err, ModelError::Transient { message, .. } if message.contains("without a finishReason")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_recitation_or_other_finish_is_a_permanent_failure() {
+        for reason in ["RECITATION", "OTHER"] {
+            let mut sink = Collect {
+                pieces: vec![],
+                stop_after: usize::MAX,
+            };
+            let mut reply = Streamed::default();
+            reply.take(frame(None, Some(reason)), &mut sink);
+            let err = reply.finish().unwrap_err();
+            assert!(
+                matches!(&err, ModelError::Permanent { message } if message.contains(reason)),
+                "{reason}: {err:?}"
+            );
+        }
     }
 
     #[test]
