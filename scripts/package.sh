@@ -18,7 +18,7 @@ case "${1:-x86_64}" in
     both) ARCHES="x86_64 arm64" ;;
     *) die "usage: scripts/package.sh [x86_64|arm64|both]" ;;
 esac
-FUNCTIONS="auth user chatroom subscription stripe-webhook reply-worker stream"
+FUNCTIONS="auth user chatroom subscription stripe-webhook reply-worker stream migrate"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
 lambda_dir() { if [ "$1" = arm64 ]; then echo "$TARGET/lambda-arm64"; else echo "$TARGET/lambda"; fi; }

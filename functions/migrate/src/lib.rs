@@ -2,16 +2,17 @@
 //! deploy that changes them (template.yaml, `Migrations`): Create and Update run the
 //! embedded, ordered, idempotent migrations; Delete changes nothing (a stack deletion
 //! never drops data). The answer goes to the pre-signed `ResponseURL`; a FAILED answer
-//! fails the deploy and CloudFormation rolls back.
+//! fails the deploy and CloudFormation rolls back. Invoked directly with
+//! `{"RequestType": "Migrate"}` it migrates and returns the outcome (docs/deployment.md).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use aws_lambda_events::event::cloudformation::{
-    CloudFormationCustomResourceRequest, CloudFormationCustomResourceResponse,
-    CloudFormationCustomResourceResponseStatus,
+    CloudFormationCustomResourceResponse, CloudFormationCustomResourceResponseStatus,
 };
+use serde_json::{Value, json};
 
 /// One resource for the life of the stack: an Update never replaces it.
 pub const PHYSICAL_ID: &str = "chatroom-migrations";
@@ -19,48 +20,132 @@ pub const PHYSICAL_ID: &str = "chatroom-migrations";
 /// The longest `Reason` CloudFormation shows; the rest of an error is in the logs.
 const MAX_REASON: usize = 900;
 
-/// Runs `migrate` for Create and Update and builds the answer; never fails, so
-/// CloudFormation always hears back.
+/// What a migration run did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// The migrations applied now (none when the schema was up to date).
+    Applied(Vec<String>),
+    /// Nothing to run against yet, and why (existing mode's first deploy: the URL secret
+    /// still holds its placeholder).
+    Skipped(String),
+}
+
+/// A request, as the function receives it.
+#[derive(Debug)]
+pub enum Request {
+    /// From CloudFormation: answered at `response_url`.
+    CustomResource {
+        kind: String,
+        response_url: String,
+        stack_id: String,
+        request_id: String,
+        logical_id: String,
+        /// `ResourceProperties.CodeVersion`: the migrate function version this deploy wants.
+        code_version: Option<String>,
+    },
+    /// `aws lambda invoke --payload '{"RequestType": "Migrate"}'`: answered in the result.
+    Direct,
+}
+
+impl Request {
+    pub fn parse(event: &Value) -> anyhow::Result<Self> {
+        let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
+        let kind =
+            text("RequestType").ok_or_else(|| anyhow::anyhow!("the event has no RequestType"))?;
+        if kind == "Migrate" {
+            return Ok(Self::Direct);
+        }
+        let response_url = text("ResponseURL")
+            .ok_or_else(|| anyhow::anyhow!("a {kind} request without a ResponseURL"))?;
+        Ok(Self::CustomResource {
+            kind,
+            response_url,
+            stack_id: text("StackId").unwrap_or_default(),
+            request_id: text("RequestId").unwrap_or_default(),
+            logical_id: text("LogicalResourceId").unwrap_or_default(),
+            code_version: event
+                .pointer("/ResourceProperties/CodeVersion")
+                .and_then(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| Some(v.to_string()))
+                }),
+        })
+    }
+}
+
+/// The number at the end of a version or version ARN (`3`, `arn:...:function:f:3`).
+fn version_number(v: &str) -> Option<u64> {
+    v.rsplit(':').next()?.parse().ok()
+}
+
+/// Runs `migrate` when the request asks for it and builds the answer; never fails, so
+/// CloudFormation always hears back. `own_version` is `AWS_LAMBDA_FUNCTION_VERSION`.
 pub async fn answer<F, Fut>(
-    request: &CloudFormationCustomResourceRequest,
+    request: &Request,
+    own_version: Option<&str>,
     migrate: F,
 ) -> CloudFormationCustomResourceResponse
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = anyhow::Result<Vec<String>>>,
+    Fut: Future<Output = anyhow::Result<Ran>>,
 {
-    let (kind, stack_id, request_id, logical_id) = match request {
-        CloudFormationCustomResourceRequest::Create(r) => {
-            ("Create", &r.stack_id, &r.request_id, &r.logical_resource_id)
-        }
-        CloudFormationCustomResourceRequest::Update(r) => {
-            ("Update", &r.stack_id, &r.request_id, &r.logical_resource_id)
-        }
-        CloudFormationCustomResourceRequest::Delete(r) => {
-            ("Delete", &r.stack_id, &r.request_id, &r.logical_resource_id)
-        }
-        _ => ("Unknown", &String::new(), &String::new(), &String::new()),
-    };
     let mut response = CloudFormationCustomResourceResponse::default();
     response.physical_resource_id = PHYSICAL_ID.to_string();
-    response.stack_id = stack_id.clone();
-    response.request_id = request_id.clone();
-    response.logical_resource_id = logical_id.clone();
-    let outcome = match kind {
-        "Create" | "Update" => migrate().await.map(Some),
-        "Delete" => Ok(None),
-        other => Err(anyhow::anyhow!("unknown request type {other}")),
+    let kind = match request {
+        Request::CustomResource {
+            kind,
+            stack_id,
+            request_id,
+            logical_id,
+            ..
+        } => {
+            response.stack_id = stack_id.clone();
+            response.request_id = request_id.clone();
+            response.logical_resource_id = logical_id.clone();
+            kind.as_str()
+        }
+        Request::Direct => "Migrate",
+    };
+    let rollback = match request {
+        // CloudFormation rolling back asks an older version of this function to
+        // "update" to itself: migrations are never undone (each deploy only adds what
+        // the code before it can live with), so there is nothing to do.
+        Request::CustomResource {
+            code_version: Some(wanted),
+            ..
+        } if kind == "Update" => {
+            match (version_number(wanted), own_version.and_then(version_number)) {
+                (Some(wanted), Some(own)) if wanted < own => Some(wanted),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let outcome = match (kind, rollback) {
+        ("Delete", _) => Ok(Ran::Skipped("a stack deletion never drops data".into())),
+        ("Update", Some(wanted)) => Ok(Ran::Skipped(format!(
+            "rollback to version {wanted}: migrations are never undone"
+        ))),
+        ("Create" | "Update" | "Migrate", _) => migrate().await,
+        (other, _) => Err(anyhow::anyhow!("unknown request type {other}")),
     };
     match outcome {
-        Ok(applied) => {
-            let applied = applied.unwrap_or_default();
-            tracing::info!(request = kind, applied = ?applied, "migrations answered SUCCESS");
+        Ok(ran) => {
+            let (applied, reason) = match ran {
+                Ran::Applied(applied) if applied.is_empty() => {
+                    (applied, "database schema is up to date".to_string())
+                }
+                Ran::Applied(applied) => {
+                    let reason = format!("applied {}", applied.join(", "));
+                    (applied, reason)
+                }
+                Ran::Skipped(why) => (Vec::new(), format!("skipped: {why}")),
+            };
+            tracing::info!(request = kind, applied = ?applied, %reason, "migrations answered SUCCESS");
             response.status = CloudFormationCustomResourceResponseStatus::Success;
-            response.reason = Some(if applied.is_empty() {
-                "database schema is up to date".into()
-            } else {
-                format!("applied {}", applied.join(", "))
-            });
+            response.reason = Some(reason);
+            // `Applied` is always present: the stack's output reads it.
             response.data = HashMap::from([("Applied".to_string(), applied.join(","))]);
         }
         Err(e) => {
@@ -73,14 +158,17 @@ where
     response
 }
 
-/// The pre-signed URL the answer is PUT to.
-pub fn response_url(request: &CloudFormationCustomResourceRequest) -> Option<&str> {
-    match request {
-        CloudFormationCustomResourceRequest::Create(r) => Some(&r.response_url),
-        CloudFormationCustomResourceRequest::Update(r) => Some(&r.response_url),
-        CloudFormationCustomResourceRequest::Delete(r) => Some(&r.response_url),
-        _ => None,
-    }
+/// The result of a direct invocation: `{"Status", "Applied", "Reason"}`.
+pub fn direct_result(response: &CloudFormationCustomResourceResponse) -> Value {
+    let status = match response.status {
+        CloudFormationCustomResourceResponseStatus::Success => "SUCCESS",
+        _ => "FAILED",
+    };
+    json!({
+        "Status": status,
+        "Applied": response.data.get("Applied").cloned().unwrap_or_default(),
+        "Reason": response.reason,
+    })
 }
 
 /// PUTs the answer; retried, since a lost answer leaves the stack waiting for an hour.
@@ -109,4 +197,19 @@ pub async fn send(
         }
     }
     Err(last.expect("three attempts"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_numbers_and_arns() {
+        assert_eq!(version_number("3"), Some(3));
+        assert_eq!(
+            version_number("arn:aws:lambda:eu-west-1:1:function:m:12"),
+            Some(12)
+        );
+        assert_eq!(version_number("$LATEST"), None);
+    }
 }

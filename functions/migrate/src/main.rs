@@ -1,9 +1,15 @@
-//! Lambda entry point of the migrate function (a CloudFormation custom resource).
+//! Lambda entry point of the migrate function (a CloudFormation custom resource, or a
+//! direct `{"RequestType": "Migrate"}` invocation).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
+use migrate_fn::{Ran, Request};
+use serde_json::Value;
+use shared::store::secrets::PlaceholderSecret;
+
+/// Time kept for answering CloudFormation after the migrations.
+const ANSWER_MARGIN: Duration = Duration::from_secs(15);
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -12,30 +18,50 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()?;
-    lambda_runtime::run(service_fn(
-        |event: LambdaEvent<CloudFormationCustomResourceRequest>| {
-            let http = http.clone();
-            async move {
-                let deadline = event.context.deadline;
-                let request = event.payload;
-                // Answer before Lambda's own timeout: a function killed mid-way would
-                // leave CloudFormation waiting an hour for the answer.
-                let budget = remaining(deadline).saturating_sub(Duration::from_secs(15));
-                let response = migrate_fn::answer(&request, || async {
-                    let db = shared::bootstrap::database_from_env().await?;
-                    tokio::time::timeout(budget, shared::store::postgres::migrate_database(&db))
-                        .await
-                        .map_err(|_| anyhow::anyhow!("timed out after {budget:?}"))?
-                })
-                .await;
-                let url = migrate_fn::response_url(&request)
-                    .ok_or_else(|| anyhow::anyhow!("request without a ResponseURL"))?;
-                migrate_fn::send(&http, url, &response).await?;
-                Ok::<_, lambda_runtime::Error>(())
+    let own_version = std::env::var("AWS_LAMBDA_FUNCTION_VERSION").ok();
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let http = http.clone();
+        let own_version = own_version.clone();
+        async move {
+            let budget = remaining(event.context.deadline).saturating_sub(ANSWER_MARGIN);
+            let request = Request::parse(&event.payload)?;
+            let response =
+                migrate_fn::answer(&request, own_version.as_deref(), || migrate(budget)).await;
+            match &request {
+                Request::CustomResource { response_url, .. } => {
+                    migrate_fn::send(&http, response_url, &response).await?;
+                    Ok::<Value, lambda_runtime::Error>(Value::Null)
+                }
+                Request::Direct => Ok(migrate_fn::direct_result(&response)),
             }
-        },
-    ))
+        }
+    }))
     .await
+}
+
+/// The database settings, then the migrations, within `budget`. A first create may find
+/// RDS Proxy's target still registering: connecting is retried inside the budget.
+async fn migrate(budget: Duration) -> anyhow::Result<Ran> {
+    let db = match shared::bootstrap::database_from_env().await {
+        Ok(db) => db,
+        // Existing mode's first deploy: the URL secret is filled after it (deployment.md).
+        Err(e) if e.downcast_ref::<PlaceholderSecret>().is_some() => {
+            return Ok(Ran::Skipped(format!(
+                "{e:#}; run the migrate function again after filling it"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    tokio::time::timeout(
+        budget,
+        shared::store::postgres::migrate_database(
+            &db,
+            budget.saturating_sub(Duration::from_secs(30)),
+        ),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out after {budget:?}"))?
+    .map(Ran::Applied)
 }
 
 /// Time left before Lambda stops the invocation (`deadline` is in epoch milliseconds).

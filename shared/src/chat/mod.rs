@@ -241,8 +241,30 @@ pub async fn send_message(
     if let Some(key) = idempotency_key {
         validate_idempotency_key(key)?;
     }
+    // The write, its COMMIT and the publish run on a task of their own: a client that
+    // hangs up drops this future, and one that did so while the COMMIT was in flight
+    // would otherwise leave a committed message unqueued until the sweeper (10 minutes).
+    tokio::spawn(store_and_queue(
+        state.clone(),
+        user,
+        chatroom,
+        content.to_owned(),
+        idempotency_key.map(str::to_owned),
+    ))
+    .await
+    .map_err(AppError::internal)?
+}
+
+async fn store_and_queue(
+    state: AppState,
+    user: Uuid,
+    chatroom: Uuid,
+    content: String,
+    idempotency_key: Option<String>,
+) -> AppResult<Sent> {
+    let content = content.as_str();
     let mut db = state.db().await?;
-    let message = match idempotency_key {
+    let message = match idempotency_key.as_deref() {
         // One statement, one round trip.
         None => messages::insert_user_message(&db, user, chatroom, content)
             .await?
@@ -296,11 +318,7 @@ pub async fn send_message(
     // concurrent senders wait for a connection that sat idle.
     drop(db);
     let body = json!({ "message": message_view(&message) });
-    // The work after the commit runs on a task of its own: a client that disconnects
-    // drops this future, and the committed message must still be queued (or failed).
-    tokio::spawn(queue_committed(state.clone(), user, chatroom, message.id))
-        .await
-        .map_err(AppError::internal)??;
+    queue_committed(state, user, chatroom, message.id).await?;
     Ok(Sent {
         body,
         replayed: false,

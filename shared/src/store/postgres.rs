@@ -82,20 +82,36 @@ pub fn connector(ca_file: Option<&str>) -> anyhow::Result<MakeRustlsConnect> {
 /// Applies every pending migration in `migrations/` to the database at `url`
 /// (over TLS when its `sslmode` asks, trusting `ca_file` as well).
 pub async fn migrate(url: &str, ca_file: Option<&str>) -> anyhow::Result<Vec<String>> {
-    migrate_database(&DatabaseSettings {
+    let db = DatabaseSettings {
         url: crate::config::Secret::new(url),
         credentials: None,
         ca_file: ca_file.map(str::to_string),
-    })
-    .await
+    };
+    migrate_database(&db, Duration::ZERO).await
 }
 
-/// [`migrate`] with every database setting (the migrate function's custom resource).
-pub async fn migrate_database(db: &DatabaseSettings) -> anyhow::Result<Vec<String>> {
+/// [`migrate`] with every database setting (the migrate function's custom resource);
+/// connecting is retried for up to `connect_for` (a first deploy's RDS Proxy target may
+/// still be registering), a failing migration is not.
+pub async fn migrate_database(
+    db: &DatabaseSettings,
+    connect_for: Duration,
+) -> anyhow::Result<Vec<String>> {
     let mut pg = parse_url(db.url.expose())?;
     with_credentials(&mut pg, db.credentials.as_ref());
     pg.connect_timeout(Duration::from_secs(10));
-    let (mut client, connection) = pg.connect(connector(db.ca_file.as_deref())?).await?;
+    let tls = connector(db.ca_file.as_deref())?;
+    let until = std::time::Instant::now() + connect_for;
+    let (mut client, connection) = loop {
+        match pg.connect(tls.clone()).await {
+            Ok(connected) => break connected,
+            Err(e) if std::time::Instant::now() < until => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let conn = tokio::spawn(connection);
     let report = embedded::migrations::runner()
         .run_async(&mut client)

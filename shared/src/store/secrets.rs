@@ -16,6 +16,15 @@ use crate::config::{Config, Secret};
 /// The value template.yaml gives the secrets it cannot generate, until they are filled.
 pub const PLACEHOLDER: &str = "REPLACE_AFTER_DEPLOY";
 
+/// A secret that still holds [`PLACEHOLDER`] (a typed error, so the migrate function can
+/// tell "not filled yet" from a failure).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "secrets: {0} still holds the placeholder {PLACEHOLDER}; put the real value \
+     (aws secretsmanager put-secret-value)"
+)]
+pub struct PlaceholderSecret(pub String);
+
 /// The client the functions use (credentials and region from the Lambda environment).
 pub async fn client() -> Client {
     Client::new(crate::clients::aws::sdk_config().await)
@@ -147,11 +156,9 @@ pub async fn fetch(
             .iter()
             .find(|v| v.arn() == Some(id) || v.name() == Some(id));
         match found.and_then(|v| v.secret_string()) {
-            Some(value) if value.trim() == PLACEHOLDER => anyhow::bail!(
-                "secrets: {} still holds the placeholder {PLACEHOLDER}; put the real value \
-                 (aws secretsmanager put-secret-value)",
-                request.describe()
-            ),
+            Some(value) if value.trim() == PLACEHOLDER => {
+                return Err(PlaceholderSecret(request.describe()).into());
+            }
             Some(value) if !value.trim().is_empty() => {
                 values.insert(request.setting, value.trim().to_string());
             }

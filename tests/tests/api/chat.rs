@@ -450,3 +450,46 @@ async fn long_poll_waits_for_the_reply() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn no_window_between_commit_and_publish() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("hangup")).await;
+    let room = app.create_chatroom(&token, Some("hang up")).await;
+    // Every COMMIT that stores a message now takes a second (a deferred trigger runs
+    // at commit time), so the client below hangs up while its COMMIT is in flight.
+    app.db()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let hung_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        app.send_message(&token, &room, "sent, then the client hung up"),
+    )
+    .await;
+    assert!(hung_up.is_err(), "the client left before the answer");
+    // The committed message is queued all the same, not left for the sweeper.
+    let mut jobs = Vec::new();
+    for _ in 0..50 {
+        jobs.extend(app.take_jobs().await);
+        if !jobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = app
+        .count("SELECT count(*) FROM messages WHERE role = 'user'")
+        .await;
+    assert_eq!(stored, 1, "the message was committed");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "and queued, though the client hung up mid-COMMIT"
+    );
+}

@@ -2,13 +2,13 @@
 //! apply the migrations, idempotently, and answer CloudFormation at its ResponseURL; a
 //! failure answers FAILED (the deploy rolls back); Delete touches nothing.
 
-use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest;
+use migrate_fn::{Ran, Request};
 use serde_json::{Value, json};
 use shared::config::{DatabaseSettings, DbCredentials, Secret};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn request(kind: &str, response_url: &str) -> CloudFormationCustomResourceRequest {
+fn request(kind: &str, response_url: &str) -> Value {
     let mut v = json!({
         "RequestType": kind,
         "ResponseURL": response_url,
@@ -24,16 +24,28 @@ fn request(kind: &str, response_url: &str) -> CloudFormationCustomResourceReques
     if kind == "Update" {
         v["OldResourceProperties"] = json!({"CodeVersion": "2"});
     }
-    serde_json::from_value(v).expect("a CloudFormation request")
+    v
 }
 
 /// Runs one request as the function does and returns what CloudFormation received.
 async fn run(kind: &str, db: Option<DatabaseSettings>, cloudformation: &MockServer) -> Value {
+    let event = request(kind, &format!("{}/signed/response", cloudformation.uri()));
+    run_event(event, Some("3"), db, cloudformation).await
+}
+
+async fn run_event(
+    event: Value,
+    own_version: Option<&str>,
+    db: Option<DatabaseSettings>,
+    cloudformation: &MockServer,
+) -> Value {
     let url = format!("{}/signed/response", cloudformation.uri());
-    let req = request(kind, &url);
-    let response = migrate_fn::answer(&req, || async move {
-        let db = db.expect("Delete must not migrate");
-        shared::store::postgres::migrate_database(&db).await
+    let req = Request::parse(&event).expect("a CloudFormation request");
+    let response = migrate_fn::answer(&req, own_version, || async move {
+        let db = db.expect("this request must not migrate");
+        shared::store::postgres::migrate_database(&db, std::time::Duration::ZERO)
+            .await
+            .map(Ran::Applied)
     })
     .await;
     migrate_fn::send(&reqwest::Client::new(), &url, &response)
@@ -135,4 +147,48 @@ async fn delete_changes_nothing_and_succeeds() {
     let answer = run("Delete", None, &cf).await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     assert_eq!(answer["PhysicalResourceId"], migrate_fn::PHYSICAL_ID);
+}
+
+#[tokio::test]
+async fn a_rollback_update_changes_nothing() {
+    // CloudFormation rolling back asks version 4 of the function to go back to version 3.
+    let cf = cloudformation().await;
+    let mut event = request("Update", &format!("{}/signed/response", cf.uri()));
+    event["ResourceProperties"]["CodeVersion"] =
+        json!("arn:aws:lambda:eu-west-1:123456789012:function:m:3");
+    let answer = run_event(event, Some("4"), None, &cf).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["Data"]["Applied"], "");
+    assert!(
+        answer["Reason"].as_str().unwrap().contains("rollback"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_invocation_migrates_and_says_what_it_did() {
+    let url = api_tests::fresh_database().await;
+    let db = DatabaseSettings {
+        url: Secret::new(url),
+        credentials: None,
+        ca_file: None,
+    };
+    let req = Request::parse(&json!({"RequestType": "Migrate"})).unwrap();
+    let response = migrate_fn::answer(&req, None, || async move {
+        shared::store::postgres::migrate_database(&db, std::time::Duration::ZERO)
+            .await
+            .map(Ran::Applied)
+    })
+    .await;
+    let result = migrate_fn::direct_result(&response);
+    assert_eq!(result["Status"], "SUCCESS", "{result}");
+    assert_eq!(
+        result["Applied"], "",
+        "a fresh test database is already migrated"
+    );
+    assert_eq!(result["Reason"], "database schema is up to date");
+    assert!(
+        Request::parse(&json!({"RequestType": "Create"})).is_err(),
+        "no ResponseURL"
+    );
 }
