@@ -101,7 +101,7 @@ declare -A MARK=([sqs]=AmazonSQS.SendMessage [dynamodb]=DynamoDB_20120810 [ses]=
     [stripe]=api.stripe.com [gemini]=:streamGenerateContent [secrets]=secretsmanager.BatchGetSecretValue)
 declare -A WANT=([AuthFunction]="secrets ses" [UserFunction]="secrets" [ChatroomFunction]="secrets sqs dynamodb"
     [StreamFunction]="secrets" [SubscriptionFunction]="secrets stripe dynamodb"
-    [StripeWebhookFunction]="secrets stripe" [ReplyWorkerFunction]="secrets gemini" [MigrateFunction]="secrets")
+    [StripeWebhookFunction]="secrets stripe" [ReplyWorkerFunction]="secrets gemini dynamodb sqs" [MigrateFunction]="secrets")
 for logical in "${!BINARY[@]}"; do
     [ "$ARCH" = x86_64 ] || break
     has=""

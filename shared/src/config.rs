@@ -115,10 +115,15 @@ pub struct Config {
     /// The sweeper takes a pending message idle this long (not created, not delivered):
     /// longer than the queue's visibility timeout, so live redeliveries are left alone.
     pub sweep_after: Duration,
+    /// How long the reply queue keeps a job (`QUEUE_RETENTION_SECONDS`, the template's
+    /// MessageRetentionPeriod): a job enqueued longer ago is lost, and the sweeper's.
+    pub queue_retention: Duration,
     pub stripe: StripeSettings,
     /// Longest a live reply stream stays open before the client must reconnect
     /// (with `Last-Event-ID`); below the stream function's timeout.
     pub stream_max: Duration,
+    /// Live streams one user may hold open at once (`STREAMS_PER_USER`, 0 = no cap).
+    pub streams_per_user: u64,
 }
 
 /// Requests one client IP may make per hour; 0 turns a limit off. Generous by default:
@@ -323,6 +328,7 @@ impl Config {
             max_receive_count: env.parsed("MAX_RECEIVE_COUNT", 5)?,
             dead_letter_queue_arn: env.optional("DEAD_LETTER_QUEUE_ARN"),
             sweep_after: Duration::from_secs(env.parsed("SWEEP_AFTER_SECONDS", 600)?),
+            queue_retention: Duration::from_secs(env.parsed("QUEUE_RETENTION_SECONDS", 345_600)?),
             stripe: StripeSettings {
                 api_key: env.optional("STRIPE_API_KEY").map(Secret::new),
                 webhook_secret: env.optional("STRIPE_WEBHOOK_SECRET").map(Secret::new),
@@ -335,6 +341,7 @@ impl Config {
                 api_base: env.optional("STRIPE_API_BASE"),
             },
             stream_max: Duration::from_secs(env.parsed("STREAM_MAX_SECONDS", 240)?),
+            streams_per_user: env.parsed("STREAMS_PER_USER", 5)?,
         })
     }
 }

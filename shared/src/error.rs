@@ -18,12 +18,13 @@ pub enum AppError {
     Unauthorized(String),
     #[error("email or password is incorrect")]
     InvalidCredentials,
-    #[error("the code is incorrect")]
-    InvalidOtp,
+    /// A code that is wrong, expired, used, burned, or never issued: one answer for all,
+    /// so it never tells whether an address is registered.
     #[error(
-        "no valid code for this address: it expired, was used or was burned; request a new one"
+        "the code is wrong or no longer valid (a code lasts 5 minutes, ends after 5 wrong \
+         tries, and a newer one replaces it): check it, or request a new one"
     )]
-    OtpExpired,
+    InvalidOtp,
     /// A right password for an address nobody has proven yet (403).
     #[error(
         "this address has not been confirmed yet: sign in with a code sent to it \
@@ -41,6 +42,11 @@ pub enum AppError {
     RequestInProgress { retry_after: u64 },
     #[error("too many requests; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// The user has `limit` live streams open already (429).
+    #[error(
+        "{limit} live streams are open for this account; close one, or retry in {retry_after} s"
+    )]
+    TooManyStreams { limit: u64, retry_after: u64 },
     #[error("daily limit of {limit} messages reached; it resets at the next UTC midnight")]
     DailyLimitReached { limit: u32, retry_after: u64 },
     #[error("the database is unavailable; retry shortly")]

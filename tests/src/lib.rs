@@ -173,6 +173,7 @@ pub fn test_config(database_url: &str) -> Config {
         max_receive_count: 3,
         dead_letter_queue_arn: None,
         sweep_after: Duration::from_secs(600),
+        queue_retention: Duration::from_secs(345_600),
         stripe: shared::config::StripeSettings {
             api_key: Some(Secret::new("sk_test_fake")),
             webhook_secret: Some(Secret::new(STRIPE_WEBHOOK_SECRET)),
@@ -181,6 +182,7 @@ pub fn test_config(database_url: &str) -> Config {
             api_base: None,
         },
         stream_max: Duration::from_secs(20),
+        streams_per_user: 5,
     }
 }
 
@@ -422,6 +424,18 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, body: Value) -> TestResponse {
         self.call(Method::POST, path, Some(body), None).await
+    }
+
+    /// A POST from the client address `ip` (as API Gateway's `sourceIp` would give it).
+    pub async fn post_from(&self, ip: &str, path: &str, body: Value) -> TestResponse {
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(shared::http::ClientIp(Some(ip.to_string())));
+        self.send(request).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> TestResponse {

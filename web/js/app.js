@@ -198,8 +198,14 @@ function showCap(error) {
 // ---------- chatrooms ----------
 
 async function loadRooms() {
-  const body = await state.api.get("/chatroom");
-  state.rooms = body.chatrooms;
+  // A page at a time (100 by default) until next_cursor is null.
+  let body = await state.api.get("/chatroom");
+  const rooms = [...body.chatrooms];
+  while (body.next_cursor) {
+    body = await state.api.get(`/chatroom?cursor=${encodeURIComponent(body.next_cursor)}`);
+    rooms.push(...body.chatrooms);
+  }
+  state.rooms = rooms;
   const open = state.room && state.rooms.find((r) => r.id === state.room.id);
   if (open) {
     state.room = open;

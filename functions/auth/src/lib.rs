@@ -160,7 +160,7 @@ async fn issue_code(
 /// E-mail a sign-in code (the answer is the same whether or not the address is registered).
 #[utoipa::path(post, path = "/auth/send-otp", tag = "auth", request_body = EmailBody,
     responses((status = 200, body = CodeSent),
-        (status = 503, description = "The e-mail could not be sent (`email_unavailable`); no code is left valid and the request is not counted: retry after `Retry-After`")))]
+        (status = 429, description = "Too many code requests for this address or from this IP (`too_many_requests`): see `Retry-After`")))]
 async fn send_otp(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -172,7 +172,7 @@ async fn send_otp(
 /// E-mail a password code (to reset a password, or to set a first one).
 #[utoipa::path(post, path = "/auth/forgot-password", tag = "auth", request_body = EmailBody,
     responses((status = 200, body = CodeSent),
-        (status = 503, description = "The e-mail could not be sent (`email_unavailable`); no code is left valid and the request is not counted: retry after `Retry-After`")))]
+        (status = 429, description = "Too many code requests for this address or from this IP (`too_many_requests`): see `Retry-After`")))]
 async fn forgot_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -184,7 +184,8 @@ async fn forgot_password(
 /// Exchange a sign-in code for an access token. The first code used proves the address.
 #[utoipa::path(post, path = "/auth/verify-otp", tag = "auth", request_body = VerifyBody,
     responses((status = 200, body = IssuedToken),
-        (status = 429, description = "Too many wrong codes for this address in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`")))]
+        (status = 401, description = "`invalid_otp`: the code is wrong, expired, used or burned, or none was issued (one answer for all, registered or not)"),
+        (status = 429, description = "Too many wrong codes for this address from this source in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`. Other sources, the owner's included, are not affected")))]
 async fn verify_otp(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -192,7 +193,7 @@ async fn verify_otp(
 ) -> AppResult<Json<IssuedToken>> {
     auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
     Ok(Json(
-        auth::verify_code(&state, &body.email, &body.otp, body.password).await?,
+        auth::verify_code(&state, &body.email, &body.otp, body.password, ip.as_deref()).await?,
     ))
 }
 
@@ -206,20 +207,30 @@ async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> AppResult<Json<IssuedToken>> {
     auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
-    Ok(Json(auth::login(&state, &body.email, body.password).await?))
+    Ok(Json(
+        auth::login(&state, &body.email, body.password, ip.as_deref()).await?,
+    ))
 }
 
 /// Set a new password with a reset code; every older token stops working.
 #[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetBody,
     responses((status = 200, body = Done),
-        (status = 429, description = "Too many wrong codes for this address in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`")))]
+        (status = 401, description = "`invalid_otp`: the code is wrong, expired, used or burned, or none was issued (one answer for all, registered or not)"),
+        (status = 429, description = "Too many wrong codes for this address from this source in 24 hours, or too many attempts from this IP (`too_many_requests`), even with the right code: see `Retry-After`. Other sources, the owner's included, are not affected")))]
 async fn reset_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ResetBody>,
 ) -> AppResult<Json<Done>> {
     auth::throttle_ip(&state, IpScope::SignIn, ip.as_deref()).await?;
-    auth::reset_password(&state, &body.email, &body.otp, body.new_password).await?;
+    auth::reset_password(
+        &state,
+        &body.email,
+        &body.otp,
+        body.new_password,
+        ip.as_deref(),
+    )
+    .await?;
     Ok(Json(Done {
         message: "Password updated. Sign in again with the new password.",
     }))
@@ -231,6 +242,7 @@ async fn reset_password(
     security(("bearer" = [])), responses((status = 200, body = IssuedToken)))]
 async fn change_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     AuthUser(user): AuthUser,
     ApiJson(body): ApiJson<ChangeBody>,
 ) -> AppResult<Json<IssuedToken>> {
@@ -241,6 +253,7 @@ async fn change_password(
             body.current_password,
             body.otp,
             body.new_password,
+            ip.as_deref(),
         )
         .await?,
     ))

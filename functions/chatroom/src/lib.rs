@@ -107,6 +107,17 @@ struct OneChatroom {
 #[derive(Serialize, ToSchema)]
 struct ChatroomList {
     chatrooms: Vec<Chatroom>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1–1000, default 100.
+    limit: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -129,9 +140,10 @@ struct MessageWithReply {
     reply: Option<Message>,
 }
 
-/// Open a chatroom.
+/// Open a chatroom (an account holds at most 1,000).
 #[utoipa::path(post, path = "/chatroom", tag = "chatroom", request_body(content = Option<CreateBody>),
-    security(("bearer" = [])), responses((status = 201, body = OneChatroom)))]
+    security(("bearer" = [])), responses((status = 201, body = OneChatroom),
+        (status = 409, description = "`too_many_chatrooms`: the account holds 1,000 chatrooms; delete one first")))]
 async fn create(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -142,11 +154,18 @@ async fn create(
     Ok((StatusCode::CREATED, Json(OneChatroom { chatroom })))
 }
 
-/// The caller's chatrooms, newest activity first (cached per user for 5 minutes).
+/// The caller's chatrooms, newest activity first, a page at a time (`next_cursor` while
+/// more remain); the first page at the default size is cached per user for 5 minutes.
 #[utoipa::path(get, path = "/chatroom", tag = "chatroom", security(("bearer" = [])),
-    responses((status = 200, body = ChatroomList, headers(("x-cache" = String, description = "hit or miss")))))]
-async fn list(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
-    let (body, hit) = chat::list_chatrooms(&state, user.id).await?;
+    params(ListQuery),
+    responses((status = 200, body = ChatroomList, headers(("x-cache" = String, description = "hit or miss"))),
+        (status = 422, description = "`validation_error`: a limit outside 1–1000 or a cursor that is not a `next_cursor`")))]
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Response> {
+    let (body, hit) = chat::list_chatrooms(&state, user.id, q.cursor.as_deref(), q.limit).await?;
     shared::telemetry::metrics::chatroom_cache(hit);
     Ok((
         [

@@ -11,7 +11,17 @@ use shared::clients::gemini::GeminiClient;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let state = shared::bootstrap::state_from_env("reply-worker", Adapters::NONE).await;
+    let state = shared::bootstrap::state_from_env(
+        "reply-worker",
+        Adapters {
+            // A failed reply gives its day's unit back, wherever the counters live.
+            dynamodb_quota: Some(shared::quota::dynamodb::store),
+            // A rate-limited job goes back to the queue with a delay.
+            queue: Some(shared::clients::queue::sqs::queue),
+            ..Adapters::NONE
+        },
+    )
+    .await;
     // No offline fallback here: a deployed worker without a key must fail loudly.
     let model = GeminiClient::new(&state.config.gemini).unwrap_or_else(|e| {
         tracing::error!("{e}");

@@ -56,13 +56,16 @@ struct StreamEventData {
 /// "reply"}`, as the long-poll route) and `error` (the error envelope). Every event has
 /// an `id`: reconnect with `Last-Event-ID` to resume without loss or repetition. A
 /// finished message answers its stored reply as one `delta`, then `done`. Comment
-/// heartbeats every 15 s. On AWS this is served by the stream function's URL.
+/// heartbeats every 15 s. At most five streams per account are open at once. On AWS this
+/// is served by the stream function's URL.
 #[utoipa::path(get, path = "/chatroom/{id}/messages/{message_id}/stream", tag = "chatroom",
     security(("bearer" = [])),
     params(("id" = Uuid, Path), ("message_id" = Uuid, Path),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses((status = 200, description = "Server-sent events: delta, reset, done, error",
-        content_type = "text/event-stream", body = StreamEventData)))]
+        content_type = "text/event-stream", body = StreamEventData),
+        (status = 429, description = "`too_many_streams`: this account already holds `STREAMS_PER_USER` (5) open streams; close one, or retry after `Retry-After`"),
+        (status = 503, description = "`cache_unavailable`: Redis, which carries live replies, is unreachable; poll the message instead")))]
 async fn stream(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

@@ -149,8 +149,12 @@ async fn issue_and_deliver(
             })?;
             let message = delivery::compose(purpose, &code, otp::TTL_SECS);
             if let Err(e) = mailer.send(&email, &message).await {
-                tracing::warn!(user_id = %user.id, purpose = purpose.as_str(), reason = %e.0,
+                // Answered like a sent code (after the same floor): a 503 here, and only
+                // here, would tell that the address is registered. The error and the
+                // metric tell the operator; the user, seeing no e-mail, asks again.
+                tracing::error!(user_id = %user.id, purpose = purpose.as_str(), reason = %e.0,
                     "code e-mail not sent; the code is withdrawn and the request not counted");
+                crate::telemetry::metrics::otp_email_failed();
                 // Best effort: the e-mail error is what the caller needs to hear.
                 if let Err(e) = state.otp()?.revoke(purpose, &email).await {
                     tracing::error!(error = %e, "could not withdraw an undelivered code");
@@ -160,7 +164,7 @@ async fn issue_and_deliver(
                 {
                     tracing::warn!(error = %e, "could not refund the send throttle");
                 }
-                return Err(AppError::email_unavailable());
+                return Ok(CodeRequest { code: None });
             }
             tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "code e-mailed");
             crate::telemetry::metrics::otp_code_sent();
@@ -187,9 +191,13 @@ pub async fn verify_code(
     raw_email: &str,
     code: &str,
     password_attempt: Option<String>,
+    source: Option<&str>,
 ) -> AppResult<IssuedToken> {
-    let email = Email::parse(raw_email)?;
-    state.otp()?.verify(Purpose::Login, &email, code).await?;
+    let email = Email::parse(raw_email).map_err(|_| AppError::InvalidOtp)?;
+    state
+        .otp()?
+        .verify(Purpose::Login, &email, code, source)
+        .await?;
     let db = state.db().await?;
     // The account may have vanished since the code was issued.
     let mut user = users::by_email(&db, &email)
@@ -215,18 +223,25 @@ pub async fn verify_code(
     state.tokens()?.issue(user.id, user.token_version).await
 }
 
+/// Wrong passwords are budgeted per address and source (a stranger's guesses cannot lock
+/// the owner out); a right one gives its attempt back, so only failures count.
 pub async fn login(
     state: &AppState,
     raw_email: &str,
     password_attempt: String,
+    source: Option<&str>,
 ) -> AppResult<IssuedToken> {
     let email = Email::parse(raw_email).map_err(|_| AppError::InvalidCredentials)?;
-    throttle::hit(&state.redis, "password", email.as_str(), LOGIN_LIMITS).await?;
+    let subject = format!("{}|{}", email.as_str(), source.unwrap_or("unknown"));
+    throttle::hit(&state.redis, "password", &subject, LOGIN_LIMITS).await?;
     let db = state.db().await?;
     let user = users::by_email(&db, &email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     if !password::verify(password_attempt, stored).await? {
         return Err(AppError::InvalidCredentials);
+    }
+    if let Err(e) = throttle::refund(&state.redis, "password", &subject).await {
+        tracing::warn!(error = %e, "could not give a right password's attempt back");
     }
     let user = user.ok_or(AppError::InvalidCredentials)?;
     // Only someone who knows the password learns this, so it reveals nothing new.
@@ -242,13 +257,14 @@ pub async fn reset_password(
     raw_email: &str,
     code: &str,
     new_password: String,
+    source: Option<&str>,
 ) -> AppResult<()> {
     let email = Email::parse(raw_email)?;
     // Validate first: a rejected password must not consume the code.
     password::validate(&new_password)?;
     state
         .otp()?
-        .verify(Purpose::PasswordReset, &email, code)
+        .verify(Purpose::PasswordReset, &email, code, source)
         .await?;
     let hash = password::hash(new_password).await?;
     let db = state.db().await?;
@@ -269,6 +285,7 @@ pub async fn change_password(
     current: Option<String>,
     code: Option<String>,
     new_password: String,
+    source: Option<&str>,
 ) -> AppResult<IssuedToken> {
     password::validate(&new_password)?;
     let first = user.password_hash.is_none();
@@ -281,15 +298,22 @@ pub async fn change_password(
         let email = Email::parse(&user.email)?;
         state
             .otp()?
-            .verify(Purpose::PasswordReset, &email, &code)
+            .verify(Purpose::PasswordReset, &email, &code, source)
             .await?;
     } else {
         let current = current.ok_or_else(|| {
             AppError::validation("current_password is required when a password is set")
         })?;
-        throttle::hit(&state.redis, "password", &user.email, LOGIN_LIMITS).await?;
+        // Its own budget, per account: wrong current passwords from a stolen token
+        // must not use up the owner's sign-in budget (nor the other way round).
+        let subject = user.id.to_string();
+        throttle::hit(&state.redis, "password-change", &subject, LOGIN_LIMITS).await?;
         if !password::verify(current, user.password_hash.clone()).await? {
             return Err(AppError::InvalidCredentials);
+        }
+        let subject = user.id.to_string();
+        if let Err(e) = throttle::refund(&state.redis, "password-change", &subject).await {
+            tracing::warn!(error = %e, "could not give a right password's attempt back");
         }
     }
     let hash = password::hash(new_password).await?;

@@ -1,6 +1,13 @@
-//! One-time codes: 6 digits from a CSPRNG, stored only as a keyed hash in Redis,
-//! valid for 5 minutes, single use, burned after 5 wrong tries. Wrong tries are also
-//! logged per address for 24 hours, so re-issuing codes does not reset the budget.
+//! One-time codes: digits from a CSPRNG, stored only as a keyed hash in Redis, valid for
+//! 5 minutes, single use, burned after 5 wrong tries.
+//!
+//! Wrong tries (and tries at an address with no live code: registered or not, the answer
+//! is the same) are counted per address **and source**, so a stranger guessing from one
+//! place spends only their own budget, never the owner's. Against many sources, every
+//! wrong try also counts per address: past [`UNDER_ATTACK`] in 24 hours, 6-digit codes
+//! stop being accepted for that address and new ones have 12 digits. A guesser thus gets
+//! at most 50 tries at a 1-in-a-million code, then tries at 1-in-10^12 ones: below 1 in
+//! 10,000 a day per address (README, "Sign-in"), and the owner is never locked out.
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -13,8 +20,14 @@ use crate::store::redis::Redis;
 
 pub const TTL_SECS: u64 = 300;
 pub const MAX_ATTEMPTS: u32 = 5;
-/// The rolling window of the per-address wrong-code budget.
+/// The rolling window of the wrong-code budgets.
 pub const WRONG_WINDOW_SECS: u64 = 86_400;
+/// Digits of a code normally, and once its address is under attack.
+pub const SHORT_DIGITS: usize = 6;
+pub const LONG_DIGITS: usize = 12;
+/// Wrong tries at one address (from every source) in [`WRONG_WINDOW_SECS`] after which
+/// it is under attack: short codes are refused and long ones issued.
+pub const UNDER_ATTACK: u64 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -35,38 +48,47 @@ impl Purpose {
 pub struct OtpStore {
     redis: Redis,
     key: Vec<u8>,
-    /// Wrong codes one address may submit per [`WRONG_WINDOW_SECS`].
+    /// Wrong codes one source may submit for one address per [`WRONG_WINDOW_SECS`].
     max_wrong_per_window: u64,
 }
 
-// KEYS[1] the code's hash, KEYS[2] the address's wrong tries (sorted set, score = ms);
-// ARGV[1] candidate hash, ARGV[2] max attempts per code, ARGV[3] now (ms),
-// ARGV[4] window (ms), ARGV[5] wrong tries allowed per window, ARGV[6] a unique member.
-// 1 = accepted (and consumed), 0 = no live code, 2 = wrong, 3 = wrong and now burned,
-// negative = budget spent: minus the seconds until its oldest wrong try leaves the window.
-// The budget is checked first: past it even the right code is refused.
+// KEYS[1] the code (hash `h`, wrong tries `a`, digits `n`), KEYS[2] the address's wrong
+// tries from every source, KEYS[3] this source's wrong tries at the address (sorted sets,
+// score = ms). ARGV[1] candidate hash, ARGV[2] max attempts per code, ARGV[3] now (ms),
+// ARGV[4] window (ms), ARGV[5] wrong tries allowed per source and window, ARGV[6] a
+// unique member, ARGV[7] the under-attack threshold, ARGV[8] short-code digits.
+// 1 = accepted (and consumed), 2 = refused (wrong, burned, or no live code: one answer),
+// negative = this source's budget is spent: minus the seconds until its oldest wrong try
+// leaves the window. A source past its budget is refused even the right code; others not.
 const VERIFY: &str = r#"
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then
+  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   local wait = math.ceil((tonumber(oldest[2]) + window - now) / 1000)
   if wait < 1 then wait = 1 end
   return -wait
 end
 local stored = redis.call('HGET', KEYS[1], 'h')
-if not stored then return 0 end
-if stored == ARGV[1] then
+if stored and redis.call('HGET', KEYS[1], 'n') == ARGV[8]
+   and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[7]) then
+  -- Under attack: a short code is no longer good enough.
+  redis.call('DEL', KEYS[1])
+  stored = nil
+end
+if stored and stored == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
 redis.call('ZADD', KEYS[2], now, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], window)
-local tries = redis.call('HINCRBY', KEYS[1], 'a', 1)
-if tries >= tonumber(ARGV[2]) then
-  redis.call('DEL', KEYS[1])
-  return 3
+redis.call('ZADD', KEYS[3], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[3], window)
+if stored then
+  local tries = redis.call('HINCRBY', KEYS[1], 'a', 1)
+  if tries >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
 end
 return 2
 "#;
@@ -102,6 +124,23 @@ impl OtpStore {
         self.redis.tagged_key("otp", email.as_str(), "wrong")
     }
 
+    fn source_wrong_key(&self, email: &Email, source: &str) -> String {
+        self.redis
+            .tagged_key("otp", email.as_str(), &format!("wrong:{source}"))
+    }
+
+    /// Whether `email` is under attack now (see [`UNDER_ATTACK`]).
+    pub async fn under_attack(&self, email: &Email) -> Result<bool, AppError> {
+        let since = chrono::Utc::now().timestamp_millis() - (WRONG_WINDOW_SECS * 1000) as i64;
+        let wrong: u64 = redis::cmd("ZCOUNT")
+            .arg(self.wrong_key(email))
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(wrong >= UNDER_ATTACK)
+    }
+
     /// Withdraws the live code (one that could not be delivered must not stay valid).
     pub async fn revoke(&self, purpose: Purpose, email: &Email) -> Result<(), AppError> {
         let _: () = redis::cmd("DEL")
@@ -111,16 +150,26 @@ impl OtpStore {
         Ok(())
     }
 
-    /// Replaces any live code for this address and purpose with a new one.
+    /// Replaces any live code for this address and purpose with a new one: 6 digits, or
+    /// 12 while the address is under attack.
     pub async fn issue(&self, purpose: Purpose, email: &Email) -> Result<String, AppError> {
-        let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+        let digits = if self.under_attack(email).await? {
+            LONG_DIGITS
+        } else {
+            SHORT_DIGITS
+        };
+        let code = random_digits(digits);
         let key = self.redis_key(purpose, email);
         let _: () = redis::pipe()
             .atomic()
             .del(&key)
             .hset_multiple(
                 &key,
-                &[("h", self.digest(purpose, email, &code)), ("a", "0".into())],
+                &[
+                    ("h", self.digest(purpose, email, &code)),
+                    ("a", "0".into()),
+                    ("n", digits.to_string()),
+                ],
             )
             .expire(&key, TTL_SECS as i64)
             .query_async(&mut self.redis.conn())
@@ -128,34 +177,50 @@ impl OtpStore {
         Ok(code)
     }
 
+    /// Checks `code` for `email`, counting a failure against `source` (the client's IP;
+    /// `None` when unknown, which shares one budget) and the address.
     pub async fn verify(
         &self,
         purpose: Purpose,
         email: &Email,
         code: &str,
+        source: Option<&str>,
     ) -> Result<(), AppError> {
-        // Anything but six digits can never match; count it as a wrong try all the same.
-        let candidate = self.digest(purpose, email, code.trim());
+        // Spaces and dashes a person may type between groups of digits do not count.
+        let code: String = code
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        let candidate = self.digest(purpose, email, &code);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let member = format!("{now_ms}-{}", rand::rng().random::<u64>());
         let outcome: i64 = Script::new(VERIFY)
             .key(self.redis_key(purpose, email))
             .key(self.wrong_key(email))
+            .key(self.source_wrong_key(email, source.unwrap_or("unknown")))
             .arg(candidate)
             .arg(MAX_ATTEMPTS)
             .arg(now_ms)
             .arg(WRONG_WINDOW_SECS * 1000)
             .arg(self.max_wrong_per_window)
             .arg(member)
+            .arg(UNDER_ATTACK)
+            .arg(SHORT_DIGITS)
             .invoke_async(&mut self.redis.conn())
             .await?;
         match outcome {
             1 => Ok(()),
-            0 => Err(AppError::OtpExpired),
             wait if wait < 0 => Err(AppError::TooManyRequests {
                 retry_after: wait.unsigned_abs(),
             }),
             _ => Err(AppError::InvalidOtp),
         }
     }
+}
+
+fn random_digits(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }

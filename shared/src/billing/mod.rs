@@ -38,6 +38,13 @@ fn provider_failed(e: ProviderError) -> AppError {
 /// `canceled` when they give up, and the user drops back to Basic then.
 pub const PRO_STATUSES: &[&str] = &["active", "trialing", "past_due"];
 
+/// SQL over `subscriptions` ($2 [`PRO_STATUSES`], $3 `STRIPE_PRO_PRICE_ID`): the row grants
+/// Pro. Pro means the Pro price: a subscription to any other Price of the Stripe account
+/// grants nothing. A NULL price is one no event has named yet: a checkout this service
+/// opened (it sells only Pro), until its subscription events arrive, or a row from before
+/// prices were recorded.
+pub const GRANTS_PRO: &str = "status = ANY($2) AND (price_id IS NULL OR price_id = $3)";
+
 /// How long a Checkout Session stays open (Stripe allows 30 minutes to 24 hours).
 const CHECKOUT_LIFETIME_HOURS: i64 = 23;
 /// A stored session this close to its expiry is not handed out again.
@@ -163,11 +170,16 @@ pub async fn status(state: &AppState, user: &User) -> AppResult<Status> {
     let db = state.db().await?;
     // The subscription that decides the tier: a Pro-granting one first, then the latest.
     // Prepared once per connection: clients poll this after checkout.
-    let sql = "SELECT status, current_period_end, cancel_at_period_end FROM subscriptions \
-               WHERE user_id = $1 \
-               ORDER BY (status = ANY($2)) DESC, event_created DESC LIMIT 1";
+    let sql = format!(
+        "SELECT status, current_period_end, cancel_at_period_end FROM subscriptions \
+         WHERE user_id = $1 \
+         ORDER BY ({GRANTS_PRO}) DESC, event_created DESC LIMIT 1"
+    );
     let row = db
-        .query_opt(&db.prepare_cached(sql).await?, &[&user.id, &PRO_STATUSES])
+        .query_opt(
+            &db.prepare_cached(&sql).await?,
+            &[&user.id, &PRO_STATUSES, &state.config.stripe.pro_price_id],
+        )
         .await?;
     drop(db);
     let now = Utc::now();

@@ -125,6 +125,8 @@ struct SubscriptionState {
     cancel_at_period_end: bool,
     user_hint: Option<Uuid>,
     rank: i16,
+    /// The subscription's Stripe Price (`items.data[0].price`), when the event says.
+    price: Option<String>,
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -164,6 +166,11 @@ fn subscription_state(obj: &Value, rank: i16) -> Option<SubscriptionState> {
             .unwrap_or(false),
         user_hint: user_hint(obj),
         rank,
+        price: obj
+            .pointer("/items/data/0/price")
+            .and_then(|p| p.get("id").and_then(Value::as_str).or(p.as_str()))
+            .or_else(|| obj.pointer("/plan/id").and_then(Value::as_str))
+            .map(str::to_owned),
     })
 }
 
@@ -212,19 +219,24 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
         return Ok(Outcome::Duplicate);
     }
 
+    // Whether the session is one this service opened (for the Pro price, the only one it
+    // sells); another product's checkout on the same Stripe account grants nothing.
+    let mut ours = false;
     if matches!(
         event.kind.as_str(),
         "checkout.session.completed" | "checkout.session.expired"
     ) && let Some(session) = text(obj, "id")
     {
         // No longer open: the next `POST /subscribe/pro` must not hand it out again.
-        tx.execute(
-            "UPDATE users SET checkout_session_id = NULL, checkout_url = NULL, \
-                 checkout_expires_at = NULL WHERE checkout_session_id = $1",
-            &[&session],
-        )
-        .await
-        .map_err(|e| retry_later(e.into()))?;
+        ours = tx
+            .execute(
+                "UPDATE users SET checkout_session_id = NULL, checkout_url = NULL, \
+                     checkout_expires_at = NULL WHERE checkout_session_id = $1",
+                &[&session],
+            )
+            .await
+            .map_err(|e| retry_later(e.into()))?
+            > 0;
     }
     let sub = match event.kind.as_str() {
         "checkout.session.expired" => None,
@@ -235,7 +247,7 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
             );
             match (text(obj, "subscription"), text(obj, "customer")) {
                 (Some(id), Some(customer))
-                    if text(obj, "mode").as_deref() == Some("subscription") =>
+                    if ours && text(obj, "mode").as_deref() == Some("subscription") =>
                 {
                     Some(SubscriptionState {
                         id,
@@ -245,6 +257,8 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
                         cancel_at_period_end: false,
                         user_hint: text(obj, "client_reference_id").and_then(|s| s.parse().ok()),
                         rank: 0,
+                        // Not in the event; the subscription events that follow carry it.
+                        price: None,
                     })
                 }
                 _ => None,
@@ -266,13 +280,20 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
                 } else {
                     "payment_failed"
                 };
-                tx.execute(
-                    "UPDATE subscriptions SET last_invoice_status = $2, updated_at = now() WHERE id = $1",
-                    &[&sub_id, &status],
-                )
-                .await
-                .map_err(|e| retry_later(e.into()))?;
-                tracing::info!(event_id = %event.id, subscription = %sub_id, status, "invoice event recorded");
+                // Only a newer invoice event replaces the status; in the same second (Stripe's
+                // resolution) `paid` wins, the usual end of a failed-then-retried payment.
+                let changed = tx
+                    .execute(
+                        "UPDATE subscriptions SET last_invoice_status = $2, \
+                             last_invoice_event_created = $3, updated_at = now() \
+                         WHERE id = $1 AND (last_invoice_event_created IS NULL \
+                             OR last_invoice_event_created < $3 \
+                             OR (last_invoice_event_created = $3 AND $2 = 'paid'))",
+                        &[&sub_id, &status, &event.created],
+                    )
+                    .await
+                    .map_err(|e| retry_later(e.into()))?;
+                tracing::info!(event_id = %event.id, subscription = %sub_id, status, stale = changed == 0, "invoice event recorded");
             }
             None
         }
@@ -316,11 +337,12 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
     // overwrites a subscription event of the same second.
     let stored = tx.execute(
         "INSERT INTO subscriptions (id, user_id, customer_id, status, current_period_end, \
-             cancel_at_period_end, event_created, event_rank) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             cancel_at_period_end, event_created, event_rank, price_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
              current_period_end = COALESCE(EXCLUDED.current_period_end, subscriptions.current_period_end), \
              cancel_at_period_end = EXCLUDED.cancel_at_period_end, \
+             price_id = COALESCE(EXCLUDED.price_id, subscriptions.price_id), \
              event_created = EXCLUDED.event_created, event_rank = EXCLUDED.event_rank, updated_at = now() \
          WHERE (subscriptions.event_created, subscriptions.event_rank) < (EXCLUDED.event_created, EXCLUDED.event_rank)",
         &[
@@ -332,6 +354,7 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
             &sub.cancel_at_period_end,
             &event.created,
             &sub.rank,
+            &sub.price,
         ],
     )
     .await
@@ -345,10 +368,13 @@ async fn apply(state: &AppState, event: &Event) -> AppResult<Outcome> {
     }
     let tier: String = tx
         .query_one(
-            "UPDATE users SET tier = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
-                 WHERE user_id = $1 AND status = ANY($2)) THEN 'pro' ELSE 'basic' END, updated_at = now() \
-             WHERE id = $1 RETURNING tier",
-            &[&user, &PRO_STATUSES],
+            &format!(
+                "UPDATE users SET tier = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
+                     WHERE user_id = $1 AND {}) THEN 'pro' ELSE 'basic' END, updated_at = now() \
+                 WHERE id = $1 RETURNING tier",
+                super::GRANTS_PRO
+            ),
+            &[&user, &PRO_STATUSES, &state.config.stripe.pro_price_id],
         )
         .await
         .map_err(|e| retry_later(e.into()))?
@@ -404,12 +430,14 @@ async fn settle_tie(
     tx.execute(
         "UPDATE subscriptions SET status = $2, \
              current_period_end = COALESCE($3, current_period_end), \
-             cancel_at_period_end = $4, updated_at = now() WHERE id = $1",
+             cancel_at_period_end = $4, price_id = COALESCE($5, price_id), updated_at = now() \
+         WHERE id = $1",
         &[
             &sub.id,
             &truth.status,
             &period_end,
             &truth.cancel_at_period_end,
+            &truth.price,
         ],
     )
     .await

@@ -18,8 +18,11 @@ pub struct Chatroom {
 }
 
 pub const NAME_MAX: usize = 100;
-/// `GET /chatroom` returns at most this many, newest activity first.
-pub const LIST_MAX: i64 = 1000;
+/// `GET /chatroom` page size: `?limit=` 1 to [`LIST_LIMIT_MAX`], default [`LIST_DEFAULT`].
+pub const LIST_DEFAULT: i64 = 100;
+pub const LIST_LIMIT_MAX: i64 = 1000;
+/// Chatrooms one user may hold; creating one more answers 409 `too_many_chatrooms`.
+pub const PER_USER_MAX: i64 = 1000;
 
 /// Trimmed, 1–100 characters.
 pub fn parse_name(raw: &str) -> AppResult<String> {
@@ -60,31 +63,107 @@ async fn one(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> AppResult<Op
         .map(from_row))
 }
 
-pub async fn create(db: &Db, user: Uuid, name: Option<&str>) -> AppResult<Chatroom> {
+/// A new chatroom, unless `user` holds [`PER_USER_MAX`] already (409).
+pub async fn create(db: &mut Db, user: Uuid, name: Option<&str>) -> AppResult<Chatroom> {
+    let tx = db.transaction().await?;
+    // The user's row lock orders concurrent creates, so the count below (a new snapshot,
+    // taken after the lock) cannot be passed by a race.
+    tx.execute(
+        &tx.prepare_cached("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .await?,
+        &[&user],
+    )
+    .await?;
+    let held: i64 = tx
+        .query_one(
+            &tx.prepare_cached("SELECT count(*) FROM chatrooms WHERE user_id = $1")
+                .await?,
+            &[&user],
+        )
+        .await?
+        .get(0);
+    if held >= PER_USER_MAX {
+        return Err(AppError::Conflict {
+            code: "too_many_chatrooms",
+            message: format!(
+                "an account holds at most {PER_USER_MAX} chatrooms: delete one to open another"
+            ),
+        });
+    }
     // A new chatroom has no messages: its latest activity is its creation.
     let sql = "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, $3) \
                RETURNING id, name, created_at, updated_at, created_at AS last_activity_at";
-    Ok(from_row(
-        &db.query_one(
-            &db.prepare_cached(sql).await?,
+    let room = from_row(
+        &tx.query_one(
+            &tx.prepare_cached(sql).await?,
             &[&Uuid::now_v7(), &user, &name],
         )
         .await?,
-    ))
+    );
+    tx.commit().await?;
+    Ok(room)
 }
 
-/// Newest activity first (ties: newest id first), at most [`LIST_MAX`].
-pub async fn list(db: &Db, user: Uuid) -> AppResult<Vec<Chatroom>> {
+/// Where a page of the list starts: after this chatroom, in list order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub last_activity_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl ListCursor {
+    pub fn after(room: &Chatroom) -> Self {
+        Self {
+            last_activity_at: room.last_activity_at,
+            id: room.id,
+        }
+    }
+
+    /// `<microseconds>_<id>`: opaque to clients, who pass `next_cursor` back as is.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.last_activity_at.timestamp_micros(), self.id)
+    }
+
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        let bad = || AppError::validation("cursor must be a next_cursor from GET /chatroom");
+        let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
+        Ok(Self {
+            last_activity_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+                .ok_or_else(bad)?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Newest activity first (ties: newest id first), `limit` after `after`; and whether
+/// more follow.
+pub async fn list(
+    db: &Db,
+    user: Uuid,
+    after: Option<ListCursor>,
+    limit: i64,
+) -> AppResult<(Vec<Chatroom>, bool)> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM chatrooms c WHERE c.user_id = $1 \
-         ORDER BY last_activity_at DESC, id DESC LIMIT {LIST_MAX}"
+        "SELECT * FROM (SELECT {COLUMNS} FROM chatrooms c WHERE c.user_id = $1) r \
+         WHERE $2::timestamptz IS NULL OR (r.last_activity_at, r.id) < ($2, $3) \
+         ORDER BY r.last_activity_at DESC, r.id DESC LIMIT $4"
     );
-    Ok(db
-        .query(&db.prepare_cached(&sql).await?, &[&user])
+    let (at, id) = match after {
+        Some(c) => (Some(c.last_activity_at), Some(c.id)),
+        None => (None, None),
+    };
+    let mut rooms: Vec<Chatroom> = db
+        .query(
+            &db.prepare_cached(&sql).await?,
+            &[&user, &at, &id, &(limit + 1)],
+        )
         .await?
         .iter()
         .map(from_row)
-        .collect())
+        .collect();
+    let more = rooms.len() as i64 > limit;
+    rooms.truncate(limit as usize);
+    Ok((rooms, more))
 }
 
 /// The chatroom if it exists *and* belongs to `user`; otherwise `None` (a 404 either way).

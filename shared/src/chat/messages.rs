@@ -213,58 +213,128 @@ pub async fn history<C: GenericClient>(
 }
 
 /// Marks a still-pending user message `failed`; its owner when it was still pending.
+/// Ends a pending message `failed`; its owner and when it was sent (the day its unit
+/// was counted), or `None` when it was no longer pending.
 pub async fn mark_failed<C: GenericClient>(
     db: &C,
     id: Uuid,
     reason: &str,
-) -> AppResult<Option<Uuid>> {
+) -> AppResult<Option<(Uuid, DateTime<Utc>)>> {
     let sql = "WITH failed AS ( \
                    UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-                   WHERE id = $1 AND status = 'pending' RETURNING id, user_id), \
+                   WHERE id = $1 AND status = 'pending' RETURNING id, user_id, created_at), \
                unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM failed)) \
-               SELECT user_id FROM failed";
+               SELECT user_id, created_at FROM failed";
     let row = db
         .query_opt(&db.prepare_cached(sql).await?, &[&id, &reason])
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// A message that never reached the queue: it fails, and its idempotency key is freed
 /// in the same statement, so a retry with that key starts afresh instead of replaying.
+/// Only when this statement failed it: a message the worker answered meanwhile (the
+/// publish went through after all) keeps its key, so a retry replays its 202 instead of
+/// sending it twice.
 pub async fn fail_unqueued<C: GenericClient>(db: &C, id: Uuid, reason: &str) -> AppResult<()> {
     db.execute(
         "WITH failed AS ( \
              UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
              WHERE id = $1 AND status = 'pending' RETURNING id), \
          unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM failed)) \
-         DELETE FROM idempotency_keys WHERE message_id = $1",
+         DELETE FROM idempotency_keys WHERE message_id IN (SELECT id FROM failed)",
         &[&id, &reason],
     )
     .await?;
     Ok(())
 }
 
-/// Takes a pending user message for a delivery of its reply job, counting the attempt;
-/// `None` when it is gone or no longer pending (a redelivery of finished work).
-pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid) -> AppResult<Option<Message>> {
+/// How long a delivery's claim on a message lasts: past the worker's 60 s timeout, so a
+/// live delivery always holds it, and short enough that one that died frees it well
+/// before the sweeper looks (`SWEEP_AFTER_SECONDS`).
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What a delivery's claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Ours until the lease ends (the attempt is counted).
+    Taken(Box<Message>),
+    /// Another delivery holds a live lease on it: this one must not write.
+    Held,
+    /// Gone, or no longer pending (a redelivery of finished work).
+    Done,
+}
+
+/// Takes a pending user message for a delivery of its reply job (`owner`), counting the
+/// attempt, unless another delivery's lease on it is still live.
+pub async fn claim_pending<C: GenericClient>(db: &C, id: Uuid, owner: Uuid) -> AppResult<Claim> {
     let sql = format!(
-        "UPDATE messages SET attempts = attempts + 1, updated_at = now() \
-         WHERE id = $1 AND role = 'user' AND status = 'pending' RETURNING {COLUMNS}"
+        "WITH claimed AS ( \
+             UPDATE messages SET attempts = attempts + 1, updated_at = now(), \
+                 lease_owner = $2, lease_until = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND role = 'user' AND status = 'pending' \
+               AND (lease_until IS NULL OR lease_until < now()) \
+             RETURNING {COLUMNS}) \
+         SELECT {COLUMNS}, true AS taken FROM claimed \
+         UNION ALL \
+         SELECT {COLUMNS}, false FROM messages \
+         WHERE id = $1 AND role = 'user' AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM claimed)"
     );
-    Ok(db
-        .query_opt(&db.prepare_cached(&sql).await?, &[&id])
-        .await?
-        .as_ref()
-        .map(from_row))
+    let row = db
+        .query_opt(
+            &db.prepare_cached(&sql).await?,
+            &[&id, &owner, &CLAIM_LEASE.as_secs_f64()],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) if row.get::<_, bool>("taken") => Claim::Taken(Box::new(from_row(&row))),
+        Some(_) => Claim::Held,
+        None => Claim::Done,
+    })
+}
+
+/// Gives a claim up early (a delivery that will be retried): the next one need not wait
+/// for the lease to run out. Only the owner's own lease is released.
+/// With `give_back_attempt` the claim's attempt is not counted either (a rate limit).
+pub async fn release_claim<C: GenericClient>(
+    db: &C,
+    id: Uuid,
+    owner: Uuid,
+    give_back_attempt: bool,
+) -> AppResult<()> {
+    db.execute(
+        &db.prepare_cached(
+            "UPDATE messages SET lease_until = NULL, \
+                 attempts = CASE WHEN $3 THEN greatest(attempts - 1, 0) ELSE attempts END \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .await?,
+        &[&id, &owner, &give_back_attempt],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The message's job was handed to the queue now (the sweeper leaves it to the queue).
+pub async fn mark_enqueued<C: GenericClient>(db: &C, id: Uuid) -> AppResult<()> {
+    db.execute(
+        &db.prepare_cached("UPDATE pending_messages SET enqueued_at = now() WHERE message_id = $1")
+            .await?,
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Takes up to `limit` user messages still pending with no activity (creation or claim)
-/// for `idle`: a send that died between commit and publish, or jobs lost on the way.
+/// for `idle` whose job is lost: never enqueued (a send that died between commit and
+/// publish), or enqueued longer than `retention` (the queue's) ago.
 /// Taking them touches `updated_at`, so concurrent sweeps never take the same message.
 /// Returns each id with the deliveries it has had.
 pub async fn take_stale_pending<C: GenericClient>(
     db: &C,
     idle: std::time::Duration,
+    retention: std::time::Duration,
     limit: i64,
 ) -> AppResult<Vec<(Uuid, i32)>> {
     let rows = db
@@ -273,10 +343,50 @@ pub async fn take_stale_pending<C: GenericClient>(
                  SELECT m.id FROM pending_messages p JOIN messages m ON m.id = p.message_id \
                  WHERE m.status = 'pending' AND m.role = 'user' \
                  AND m.updated_at < now() - make_interval(secs => $1) \
+                 AND (p.enqueued_at IS NULL OR p.enqueued_at < now() - make_interval(secs => $3)) \
                  ORDER BY m.updated_at LIMIT $2 FOR UPDATE OF m SKIP LOCKED) \
              RETURNING id, attempts",
-            &[&idle.as_secs_f64(), &limit],
+            &[&idle.as_secs_f64(), &limit, &retention.as_secs_f64()],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Messages deleted per statement when a chatroom goes, each statement under its own
+/// timeout: one huge cascading DELETE could run past any request's deadline.
+pub const DELETE_BATCH: i64 = 2_000;
+
+/// Deletes up to [`DELETE_BATCH`] of a chatroom's messages (newest first, so replies go
+/// before what they answer); returns how many went.
+pub async fn delete_batch(db: &mut deadpool_postgres::Client, chatroom: Uuid) -> AppResult<u64> {
+    let tx = db.transaction().await?;
+    tx.batch_execute("SET LOCAL statement_timeout = '5s'")
+        .await?;
+    let n = tx
+        .execute(
+            &tx.prepare_cached(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
+                 WHERE chatroom_id = $1 ORDER BY seq DESC LIMIT $2)",
+            )
+            .await?,
+            &[&chatroom, &DELETE_BATCH],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Records the user's cancel while the message is pending; `false` when it is not.
+pub async fn request_cancel<C: GenericClient>(db: &C, id: Uuid) -> AppResult<bool> {
+    let n = db
+        .execute(
+            &db.prepare_cached(
+                "UPDATE messages SET cancel_requested_at = coalesce(cancel_requested_at, now()) \
+                 WHERE id = $1 AND role = 'user' AND status = 'pending'",
+            )
+            .await?,
+            &[&id],
+        )
+        .await?;
+    Ok(n == 1)
 }

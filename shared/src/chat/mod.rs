@@ -37,24 +37,51 @@ pub async fn create_chatroom(
     name: Option<&str>,
 ) -> AppResult<Chatroom> {
     let name = name.map(chatrooms::parse_name).transpose()?;
-    let room = chatrooms::create(&state.db().await?, user, name.as_deref()).await?;
+    let room = chatrooms::create(&mut state.db().await?, user, name.as_deref()).await?;
     cache::invalidate(&state.redis, user).await;
     Ok(room)
 }
 
-/// The user's chatrooms as the JSON body of `GET /chatroom`, and whether it came from cache.
-/// Redis trouble degrades to reading Postgres, never to an error.
-pub async fn list_chatrooms(state: &AppState, user: Uuid) -> AppResult<(String, bool)> {
-    let generation = match cache::lookup(&state.redis, user).await {
-        Ok(Lookup::Hit(body)) => return Ok((body, true)),
-        Ok(Lookup::Miss { generation }) => Some(generation),
-        Err(e) => {
-            tracing::warn!(error = %e, "chatroom cache unavailable; reading Postgres");
-            None
+/// A page of the user's chatrooms as the JSON body of `GET /chatroom`
+/// (`{"chatrooms", "next_cursor"}`), and whether it came from cache. The first page at the
+/// default size is the cached one. Redis trouble degrades to reading Postgres, never to an
+/// error.
+pub async fn list_chatrooms(
+    state: &AppState,
+    user: Uuid,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+) -> AppResult<(String, bool)> {
+    let after = cursor.map(chatrooms::ListCursor::parse).transpose()?;
+    let limit = limit.unwrap_or(chatrooms::LIST_DEFAULT);
+    if !(1..=chatrooms::LIST_LIMIT_MAX).contains(&limit) {
+        return Err(AppError::validation(format!(
+            "limit must be between 1 and {}",
+            chatrooms::LIST_LIMIT_MAX
+        )));
+    }
+    let cacheable = after.is_none() && limit == chatrooms::LIST_DEFAULT;
+    let generation = if cacheable {
+        match cache::lookup(&state.redis, user).await {
+            Ok(Lookup::Hit(body)) => return Ok((body, true)),
+            Ok(Lookup::Miss { generation }) => Some(generation),
+            Err(e) => {
+                tracing::warn!(error = %e, "chatroom cache unavailable; reading Postgres");
+                None
+            }
         }
+    } else {
+        None
     };
-    let rooms = chatrooms::list(&state.db().await?, user).await?;
-    let body = json!({ "chatrooms": rooms }).to_string();
+    let (rooms, more) = chatrooms::list(&state.db().await?, user, after, limit).await?;
+    let next_cursor = more
+        .then(|| {
+            rooms
+                .last()
+                .map(|r| chatrooms::ListCursor::after(r).encode())
+        })
+        .flatten();
+    let body = json!({ "chatrooms": rooms, "next_cursor": next_cursor }).to_string();
     if let Some(generation) = generation
         && let Err(e) = cache::store(&state.redis, user, generation, &body).await
     {
@@ -148,11 +175,45 @@ pub async fn rename_chatroom(
     Ok(room)
 }
 
+/// How long one `DELETE /chatroom/{id}` may spend deleting messages before it answers
+/// 503 `delete_in_progress` (a repeat carries on); below the API's 29 s.
+pub const DELETE_BUDGET: Duration = Duration::from_secs(15);
+
 pub async fn delete_chatroom(state: &AppState, user: Uuid, id: Uuid) -> AppResult<()> {
-    if !chatrooms::delete(&state.db().await?, user, id).await? {
+    delete_chatroom_within(state, user, id, DELETE_BUDGET).await
+}
+
+/// Deletes a chatroom's messages in bounded batches, then the chatroom. The cached list
+/// is dropped first (and again at the end): a request that dies half-way, or a COMMIT
+/// that lands after the client gave up, never leaves a deleted room in the list.
+pub async fn delete_chatroom_within(
+    state: &AppState,
+    user: Uuid,
+    id: Uuid,
+    budget: Duration,
+) -> AppResult<()> {
+    let mut db = state.db().await?;
+    if !chatrooms::is_owned(&db, user, id).await? {
         return Err(not_found());
     }
     cache::invalidate(&state.redis, user).await;
+    let started = tokio::time::Instant::now();
+    while messages::delete_batch(&mut db, id).await? > 0 {
+        if started.elapsed() >= budget {
+            tracing::info!(chatroom_id = %id, "large chatroom: deletion continues on the next request");
+            return Err(AppError::Unavailable {
+                code: "delete_in_progress",
+                message:
+                    "the chatroom is large and is still being deleted; repeat the request to finish"
+                        .into(),
+            });
+        }
+    }
+    let deleted = chatrooms::delete(&db, user, id).await?;
+    cache::invalidate(&state.redis, user).await;
+    if !deleted {
+        return Err(not_found()); // a concurrent delete finished first
+    }
     Ok(())
 }
 
@@ -345,7 +406,7 @@ async fn queue_committed(
         // the sweeper to answer or fail.
         let marked = match state.db().await {
             Ok(db) => {
-                messages::fail_unqueued(&db, message_id, "the reply queue was unavailable").await
+                messages::fail_unqueued(&db, message_id, model::failure::QUEUE_UNAVAILABLE).await
             }
             Err(e) => Err(e),
         };
@@ -360,6 +421,15 @@ async fn queue_committed(
     }
     tracing::info!(%message_id, chatroom_id = %chatroom, "message queued");
     crate::telemetry::metrics::message_queued();
+    // The sweeper then knows the job is the queue's. If this fails, the sweeper answers a
+    // job that may be queued already, which the worker's claim makes harmless.
+    let marked = match state.db().await {
+        Ok(db) => messages::mark_enqueued(&db, message_id).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = marked {
+        tracing::warn!(%message_id, error = %e, "could not record that the job is queued");
+    }
     Ok(())
 }
 

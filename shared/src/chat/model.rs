@@ -31,9 +31,49 @@ pub enum ModelError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help: bad request, bad key, unknown model.
+    /// Gemini's quota said wait (429): retried inside the delivery's budget like a
+    /// transient error, then handed back to the queue with a delay, never spending one of
+    /// the message's deliveries.
+    #[error("rate limited by the model: {message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: the request as sent cannot be answered. `reason` is what
+    /// the client reads (one of [`failure`]); `message` is the detail, for the logs only.
     #[error("model error: {message}")]
-    Permanent { message: String },
+    Permanent {
+        message: String,
+        reason: &'static str,
+    },
+    /// The operator's fault, not the user's: a bad or revoked API key, an unknown model
+    /// (401, 403, 404). Retried like a transient error (the message stays pending while
+    /// its deliveries last) and counted as `GeminiOperatorErrors`, which alarms.
+    #[error("model configuration error: {message}")]
+    Operator { message: String },
+}
+
+/// Why a message ended `failed`, as clients read it in `failure_reason`: a stable code,
+/// a colon, a sentence for people. The upstream error text goes to the logs, never here.
+pub mod failure {
+    pub const MODEL_REFUSED: &str =
+        "model_refused: the model could not answer this message as it was sent";
+    pub const MODEL_NO_ANSWER: &str = "model_no_answer: the model stopped without an answer (for example, it would have repeated protected text)";
+    pub const OUTPUT_LIMIT: &str =
+        "output_limit: the reply's length limit ran out before any text was produced";
+    pub const DEAD_LETTERED: &str =
+        "dead_lettered: no reply could be produced: every delivery of this message failed";
+    pub const STUCK: &str =
+        "stuck: no reply could be produced: the message stayed unanswered through every delivery";
+    pub const QUEUE_UNAVAILABLE: &str =
+        "queue_unavailable: the message could not be queued for a reply";
+
+    /// The model stayed unavailable (overloaded, rate-limited, down) through `deliveries`.
+    pub fn model_unavailable(deliveries: u32) -> String {
+        format!(
+            "model_unavailable: no reply could be produced: the model stayed unavailable through {deliveries} deliveries"
+        )
+    }
 }
 
 /// `finish_reason` of a reply the user stopped: the text is what was produced until then.

@@ -12,8 +12,8 @@ use crate::chat::cache;
 use crate::chat::chatrooms;
 use crate::chat::idempotency;
 use crate::chat::live::{self, End};
-use crate::chat::messages::{self, Message, Status};
-use crate::chat::model::{CANCELLED, ModelError, ModelReply, ReplyModel, Role, Turn};
+use crate::chat::messages::{self, Claim, Message, Status};
+use crate::chat::model::{CANCELLED, ModelError, ModelReply, ReplyModel, Role, Turn, failure};
 use crate::clients::queue::ReplyJob;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -23,11 +23,9 @@ pub use crate::chat::outcome::Outcome;
 pub const BLOCKED_TEXT: &str =
     "I can't help with that request: it was blocked by the model's safety filters.";
 
-pub const DEAD_LETTER_REASON: &str =
-    "no reply could be produced: every delivery of this message failed";
+pub const DEAD_LETTER_REASON: &str = failure::DEAD_LETTERED;
 
-pub const STUCK_REASON: &str =
-    "no reply could be produced: the message stayed unanswered through every delivery";
+pub const STUCK_REASON: &str = failure::STUCK;
 
 /// Stale messages one sweep takes at most; they are answered concurrently, each within
 /// the model's retry budget, so a sweep fits in the worker's timeout.
@@ -56,16 +54,23 @@ pub struct SweepReport {
 /// inserted; the unique index on `reply_to` makes a concurrent or repeated delivery
 /// insert nothing. Also says whether the chatroom is still unnamed. The chatroom row
 /// itself is not written: its latest activity is read from its newest message.
+/// A cancel the user got a 202 for (recorded on the row, see `live::cancel`) makes an
+/// answered reply `cancelled`, even when the model had finished meanwhile.
 const SAVE_REPLY: &str = "WITH flipped AS ( \
          UPDATE messages SET status = $6, updated_at = now() \
-         WHERE id = $5 AND status = 'pending' RETURNING id), \
+         WHERE id = $5 AND status = 'pending' RETURNING id, cancel_requested_at), \
      reply AS ( \
          INSERT INTO messages (id, chatroom_id, user_id, role, content, status, reply_to, finish_reason) \
-         SELECT $1, $2, $3, 'model', $4, 'complete', flipped.id, $7 FROM flipped \
+         SELECT $1, $2, $3, 'model', $4, 'complete', flipped.id, \
+             CASE WHEN flipped.cancel_requested_at IS NOT NULL AND $6 = 'answered' \
+                  THEN 'cancelled' ELSE $7 END FROM flipped \
          ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING RETURNING id), \
      unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM flipped)) \
      SELECT EXISTS (SELECT 1 FROM reply), \
             coalesce((SELECT name IS NULL FROM chatrooms WHERE id = $2), false)";
+
+/// How long a rate-limited job waits when Gemini names no delay.
+const RATE_LIMIT_DELAY: Duration = Duration::from_secs(30);
 
 /// A chatroom title is a nicety: it may not eat into the Lambda's time.
 const TITLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,6 +86,16 @@ pub struct Worker {
 #[error("retry later: {0}")]
 pub struct Retry(pub String);
 
+/// What [`Retry`] says when the job was handed back to the queue itself (rate-limited):
+/// the delivery is settled and no attempt is spent.
+const REQUEUED: &str = "re-queued after a rate limit";
+
+impl Retry {
+    fn requeued() -> Self {
+        Retry(REQUEUED.into())
+    }
+}
+
 impl From<AppError> for Retry {
     fn from(e: AppError) -> Self {
         Retry(e.to_string())
@@ -90,21 +105,95 @@ impl From<AppError> for Retry {
 impl Worker {
     /// `receive_count` is how many times the queue has delivered this job (1 the first time).
     pub async fn process(&self, job: ReplyJob, receive_count: u32) -> Result<Outcome, Retry> {
-        let claimed = messages::claim_pending(&self.state.db().await?, job.message_id).await?;
-        let Some(message) = claimed else {
-            return Ok(Outcome::Skipped("message gone or already processed"));
+        // One writer per message: this delivery's lease, or a skip.
+        let owner = Uuid::new_v4();
+        let claimed =
+            messages::claim_pending(&self.state.db().await?, job.message_id, owner).await?;
+        let message = match claimed {
+            Claim::Taken(message) => *message,
+            Claim::Held => {
+                tracing::info!(message_id = %job.message_id, "another delivery holds the message; skipped");
+                return Ok(Outcome::Skipped("another delivery is answering it"));
+            }
+            Claim::Done => return Ok(Outcome::Skipped("message gone or already processed")),
         };
+        let result = self.answer(message, receive_count).await;
+        let requeued = matches!(&result, Err(Retry(r)) if r == REQUEUED);
+        if result.is_err() {
+            // To be retried: the next delivery need not wait for the lease to run out;
+            // a rate limit also gives its attempt back.
+            let released = match self.state.db().await {
+                Ok(db) => messages::release_claim(&db, job.message_id, owner, requeued).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = released {
+                tracing::warn!(message_id = %job.message_id, error = %e, "could not release the claim; it runs out by itself");
+            }
+        }
+        if requeued {
+            return Ok(Outcome::Skipped("rate-limited; queued again"));
+        }
+        result
+    }
+
+    /// The claimed message's reply: asked, streamed, stored.
+    async fn answer(&self, message: Message, receive_count: u32) -> Result<Outcome, Retry> {
         let conversation = self.conversation(&message).await?;
 
         // The reply is written live to the message's stream as it is produced.
         let mut live = live::Writer::open(&self.state.redis, message.id).await;
         let reply = match self.ask_with_retries(&conversation, &mut live).await {
             Ok(reply) => reply,
-            Err(ModelError::Permanent { message: reason }) => {
-                tracing::warn!(message_id = %message.id, %reason, "model refused the request; message failed");
+            Err(ModelError::Permanent {
+                message: detail,
+                reason,
+            }) => {
+                tracing::warn!(message_id = %message.id, %detail, reason, "model refused the request; message failed");
                 live.close().await;
-                self.fail(message.id, &reason).await?;
-                return Ok(Outcome::Failed(reason));
+                self.fail(message.id, reason).await?;
+                return Ok(Outcome::Failed(reason.to_string()));
+            }
+            Err(ModelError::Operator { message: detail }) => {
+                // A bad key or model name: the operator's to fix, so never the user's
+                // failure. The job is retried while its deliveries last (about half an
+                // hour), and the metric alarms (docs/operations.md).
+                tracing::error!(message_id = %message.id, %detail, receive_count,
+                    "Gemini refused the service's credentials or model; fix GOOGLE_API_KEY / GEMINI_MODEL");
+                crate::telemetry::metrics::gemini_operator_error();
+                live.close().await;
+                return Err(Retry(format!("operator error: {detail}")));
+            }
+            Err(ModelError::RateLimited {
+                message: reason,
+                retry_after,
+            }) => {
+                live.close().await;
+                // Gemini's quota, not this message, is the trouble: back to the queue
+                // after the wait it asked for, without spending a delivery (the record is
+                // settled; the claim and its attempt are given back by the caller).
+                let delay = retry_after
+                    .unwrap_or(RATE_LIMIT_DELAY)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(900));
+                if let Some(queue) = &self.state.queue {
+                    let job = ReplyJob {
+                        message_id: message.id,
+                    };
+                    match queue.publish_after(job, delay).await {
+                        Ok(()) => {
+                            if let Ok(db) = self.state.db().await
+                                && let Err(e) = messages::mark_enqueued(&db, message.id).await
+                            {
+                                tracing::warn!(message_id = %message.id, error = %e, "could not record the re-queued job");
+                            }
+                            tracing::info!(message_id = %message.id, delay_s = delay.as_secs(), %reason, "rate-limited; queued again");
+                            return Err(Retry::requeued());
+                        }
+                        Err(e) => {
+                            tracing::warn!(message_id = %message.id, error = %e.0, "could not re-queue a rate-limited job; the queue delivers it again");
+                        }
+                    }
+                }
+                return Err(Retry(reason));
             }
             Err(ModelError::Transient {
                 message: reason, ..
@@ -114,10 +203,9 @@ impl Worker {
                 if receive_count >= max {
                     // Last delivery: end the message as failed; the record still goes on
                     // to the dead-letter queue for inspection.
-                    let why =
-                        format!("the model stayed unavailable after {max} deliveries: {reason}");
+                    let why = failure::model_unavailable(max);
                     self.fail(message.id, &why).await?;
-                    tracing::error!(message_id = %message.id, %why, "giving up; message failed");
+                    tracing::error!(message_id = %message.id, %why, %reason, "giving up; message failed");
                 }
                 return Err(Retry(reason));
             }
@@ -152,15 +240,18 @@ impl Worker {
         }
     }
 
-    /// The scheduled sweep: pending messages idle for `sweep_after` (a send that died
-    /// between commit and publish, a lost job) are answered here, as a delivery of their
-    /// job would be, or ended `failed` once they had `max_receive_count` deliveries; then
-    /// expired idempotency keys are purged. Safe beside the queue's own deliveries: the
+    /// The scheduled sweep: pending messages whose job is lost (never enqueued: a send
+    /// that died between commit and publish; or enqueued longer ago than the queue keeps
+    /// messages) and idle for `sweep_after` are answered here, as a delivery of their job
+    /// would be, or ended `failed` once they had `max_receive_count` deliveries; then
+    /// expired idempotency keys are purged. A message merely waiting in the queue's
+    /// backlog is the queue's: the sweep leaves it alone. Safe beside the queue's own deliveries: the
     /// claim and the one-reply index make a second answer a no-op.
     pub async fn sweep(&self) -> Result<SweepReport, Retry> {
         let stale = messages::take_stale_pending(
             &self.state.db().await?,
             self.state.config.sweep_after,
+            self.state.config.queue_retention,
             SWEEP_BATCH,
         )
         .await?;
@@ -209,16 +300,26 @@ impl Worker {
 
     /// Ends a still-pending message as `failed` and refreshes its owner's chatroom list;
     /// `false` when it was no longer pending.
+    /// The day's unit the send counted is given back: a message that got no reply does
+    /// not use up the sender's cap.
     async fn fail(&self, id: Uuid, reason: &str) -> Result<bool, Retry> {
-        let owner = messages::mark_failed(&self.state.db().await?, id, reason).await?;
-        if let Some(owner) = owner {
+        let failed = messages::mark_failed(&self.state.db().await?, id, reason).await?;
+        if let Some((owner, sent_at)) = failed {
             // Counted where the row changes, whichever path failed it (last delivery,
             // dead letter, sweep), and only once.
             crate::telemetry::metrics::reply_outcome(&Outcome::Failed(reason.to_string()));
+            if let Err(e) = self
+                .state
+                .quota
+                .refund(owner, crate::quota::today(sent_at))
+                .await
+            {
+                tracing::warn!(message_id = %id, error = %e, "could not give the failed message's unit back");
+            }
             cache::invalidate(&self.state.redis, owner).await;
             live::end(&self.state.redis, id, End::Failed).await;
         }
-        Ok(owner.is_some())
+        Ok(failed.is_some())
     }
 
     /// Earlier exchanges, newest kept first within the message and character budgets,
@@ -279,29 +380,39 @@ impl Worker {
         let mut attempt: u32 = 0;
         loop {
             if live.refresh_cancel().await {
-                // Stopped before (another) attempt began: nothing was produced.
-                live.restart();
+                // Stopped before (another) attempt began: the reply is what the user
+                // saw of the attempt before it (nothing at all on a first attempt or a
+                // redelivery, whose stale text is withdrawn).
+                let shown = live.attempt_text().to_string();
+                if shown.is_empty() {
+                    live.restart();
+                }
                 return Ok(ModelReply::Text {
-                    text: String::new(),
+                    text: shown,
                     finish_reason: CANCELLED.into(),
                 });
             }
             // A new attempt (or a redelivery) withdraws the text of the one before.
             live.restart();
             match self.model.reply_streaming(conversation, live).await {
-                Err(ModelError::Transient {
-                    message,
-                    retry_after,
-                }) => {
+                Err(error @ (ModelError::Transient { .. } | ModelError::RateLimited { .. })) => {
+                    let (message, retry_after) = match &error {
+                        ModelError::Transient {
+                            message,
+                            retry_after,
+                        }
+                        | ModelError::RateLimited {
+                            message,
+                            retry_after,
+                        } => (message.clone(), *retry_after),
+                        _ => unreachable!(),
+                    };
                     attempt += 1;
                     let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
                         .min(Duration::from_secs(8));
                     let delay = retry_after.unwrap_or(backoff);
                     if started.elapsed() + delay > budget {
-                        return Err(ModelError::Transient {
-                            message,
-                            retry_after,
-                        });
+                        return Err(error);
                     }
                     tracing::info!(attempt, delay_ms = delay.as_millis() as u64, %message, "model busy; retrying");
                     tokio::time::sleep(delay).await;

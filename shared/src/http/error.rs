@@ -20,13 +20,13 @@ impl AppError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Self::InvalidOtp => (StatusCode::UNAUTHORIZED, "invalid_otp"),
-            Self::OtpExpired => (StatusCode::UNAUTHORIZED, "otp_expired"),
             Self::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::RequestInProgress { .. } => (StatusCode::CONFLICT, "request_in_progress"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             Self::DailyLimitReached { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "daily_limit_reached")
             }
@@ -73,6 +73,7 @@ impl IntoResponse for AppError {
         let headers = response.headers_mut();
         match &self {
             Self::TooManyRequests { retry_after }
+            | Self::TooManyStreams { retry_after, .. }
             | Self::DailyLimitReached { retry_after, .. }
             | Self::RequestInProgress { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

@@ -15,7 +15,7 @@ use crate::chat::outcome::Outcome;
 use crate::error::{AppError, AppResult};
 
 /// Every metric this module emits (the template's alarms and dashboard use these names).
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 16] = [
     MESSAGES_QUEUED,
     REPLIES_ANSWERED,
     REPLIES_FAILED,
@@ -23,8 +23,10 @@ pub const NAMES: [&str; 14] = [
     GEMINI_LATENCY,
     GEMINI_PROMPT_TOKENS,
     GEMINI_OUTPUT_TOKENS,
+    GEMINI_OPERATOR_ERRORS,
     DAILY_CAP_REFUSALS,
     OTP_CODES_SENT,
+    OTP_EMAILS_FAILED,
     WEBHOOK_EVENTS_APPLIED,
     WEBHOOK_EVENTS_DUPLICATE,
     WEBHOOK_EVENTS_REJECTED,
@@ -44,8 +46,10 @@ const REPLIES_BLOCKED: &str = "RepliesBlocked";
 const GEMINI_LATENCY: &str = "GeminiLatency";
 const GEMINI_PROMPT_TOKENS: &str = "GeminiPromptTokens";
 const GEMINI_OUTPUT_TOKENS: &str = "GeminiOutputTokens";
+const GEMINI_OPERATOR_ERRORS: &str = "GeminiOperatorErrors";
 const DAILY_CAP_REFUSALS: &str = "DailyCapRefusals";
 const OTP_CODES_SENT: &str = "OtpCodesSent";
+const OTP_EMAILS_FAILED: &str = "OtpEmailsFailed";
 const WEBHOOK_EVENTS_APPLIED: &str = "WebhookEventsApplied";
 const WEBHOOK_EVENTS_DUPLICATE: &str = "WebhookEventsDuplicate";
 const WEBHOOK_EVENTS_REJECTED: &str = "WebhookEventsRejected";
@@ -131,12 +135,24 @@ pub fn gemini_call(latency: Duration, prompt_tokens: Option<u64>, output_tokens:
     }
 }
 
+/// Gemini refused the service's key or model (401, 403, 404): the operator must act.
+pub fn gemini_operator_error() {
+    metrics::counter!(GEMINI_OPERATOR_ERRORS).increment(1);
+}
+
 pub fn daily_cap_refused() {
     metrics::counter!(DAILY_CAP_REFUSALS).increment(1);
 }
 
 pub fn otp_code_sent() {
     metrics::counter!(OTP_CODES_SENT).increment(1);
+}
+
+/// A code e-mail SES refused or could not take. The client was answered as if it had
+/// been sent (a distinct answer would tell that the address is registered), so this
+/// metric and its alarm are how anyone learns of it.
+pub fn otp_email_failed() {
+    metrics::counter!(OTP_EMAILS_FAILED).increment(1);
 }
 
 /// A Stripe webhook delivery: applied, duplicate (already recorded) or rejected (bad

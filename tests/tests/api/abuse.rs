@@ -26,25 +26,133 @@ async fn parallel_otp_brute_force_never_logs_in_and_burns_the_code() {
                 .await
         }));
     }
-    let mut wrong = 0;
+    let guesses = tasks.len();
+    let (mut wrong, mut refused) = (0, 0);
     for t in tasks {
         let r = t.await.unwrap();
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert!(r.body.get("access_token").is_none());
-        if r.error_code() == "invalid_otp" {
-            wrong += 1;
-        } else {
-            assert_eq!(r.error_code(), "otp_expired");
+        match r.status {
+            StatusCode::UNAUTHORIZED => {
+                assert_eq!(r.error_code(), "invalid_otp");
+                wrong += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("{other}: {}", r.body),
         }
     }
+    assert_eq!(wrong, 20, "one source's budget: 20 wrong tries a day");
+    assert_eq!(wrong + refused, guesses);
+    // The code was burned at its fifth wrong try: useless even from another source.
+    let r = app
+        .post_from(
+            "203.0.113.50",
+            "/auth/verify-otp",
+            json!({ "email": email, "otp": code }),
+        )
+        .await;
+    assert_eq!(r.error_code(), "invalid_otp", "the code is burned");
+}
+
+#[tokio::test]
+async fn nobody_can_lock_the_owner_out() {
+    let app = TestApp::spawn().await;
+    let email = unique_email("lockout");
+    app.signup(&email, None).await;
+    // A stranger: 25 wrong codes at the address from one source.
+    let mut refused = 0;
+    for i in 0..25 {
+        let guess = json!({ "email": email, "otp": format!("{:06}", 100_000 + i) });
+        let r = app
+            .post_from("198.51.100.9", "/auth/verify-otp", guess)
+            .await;
+        match r.status {
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            _ => assert_eq!(r.error_code(), "invalid_otp"),
+        }
+    }
+    assert_eq!(refused, 5, "past its 20, the stranger's source is refused");
+    // The owner, from another source, asks for a fresh code and signs in with it.
+    let code = app.request_otp(&email).await;
     assert_eq!(
-        wrong, 5,
-        "only five wrong tries are ever counted against a code"
+        code.len(),
+        6,
+        "20 wrong tries do not put an address under attack"
     );
     let r = app
-        .post("/auth/verify-otp", json!({ "email": email, "otp": code }))
+        .post_from(
+            "203.0.113.7",
+            "/auth/verify-otp",
+            json!({ "email": email, "otp": code }),
+        )
         .await;
-    assert_eq!(r.error_code(), "otp_expired", "the code is burned");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn an_address_under_attack_gets_long_codes_and_the_owner_still_signs_in() {
+    let app = TestApp::spawn_with(|c| c.otp_min_interval_secs = 0).await;
+    let email = unique_email("attacked");
+    app.signup(&email, None).await;
+    assert_eq!(app.request_otp(&email).await.len(), 6);
+    // Many sources, 20 wrong tries each: 60 at the address in all.
+    for source in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        for i in 0..20 {
+            let guess = json!({ "email": email, "otp": format!("{:06}", 200_000 + i) });
+            let r = app.post_from(source, "/auth/verify-otp", guess).await;
+            assert_eq!(r.error_code(), "invalid_otp", "{source} try {i}");
+        }
+    }
+    // Now codes are 12 digits (a guess is one in 10^12), and the owner signs in with one.
+    let code = app.request_otp(&email).await;
+    assert_eq!(code.len(), 12, "{code}");
+    let spaced = format!("{} {}", &code[..6], &code[6..]);
+    let r = app
+        .post_from(
+            "203.0.113.7",
+            "/auth/verify-otp",
+            json!({ "email": email, "otp": spaced }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn password_failures_only_are_counted_and_per_source() {
+    let app = TestApp::spawn().await;
+    let email = unique_email("pwbudget");
+    let password = "the-right-password-1";
+    app.signup(&email, Some(password)).await;
+    // Prove the address (a password works only after a first code).
+    let r = app.verify_with_password(&email, Some(password)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let login = |pw: &str| json!({ "email": email, "password": pw });
+    // 25 right sign-ins do not use the budget up (20 per 15 minutes).
+    for _ in 0..25 {
+        let r = app
+            .post_from("203.0.113.7", "/auth/login", login(password))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    // A stranger's wrong passwords from one source spend that source's budget only.
+    let mut refused = 0;
+    for _ in 0..25 {
+        let r = app
+            .post_from("198.51.100.9", "/auth/login", login("a-wrong-guess-99"))
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5);
+    let r = app
+        .post_from("203.0.113.7", "/auth/login", login(password))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the owner is not locked out: {}",
+        r.body
+    );
 }
 
 #[tokio::test]

@@ -309,10 +309,11 @@ async fn a_send_racing_the_chatroom_deletion_is_404() {
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
 }
 
-/// Two deliveries of one job answering at the same time (SQS may deliver twice): the
-/// one-statement save stores exactly one reply and the other delivery stores nothing.
+/// One writer per message: two deliveries of one job at the same time (SQS may deliver
+/// twice): the first claims a lease, the second finds it live and skips, so Gemini is
+/// called once and one reply is stored.
 #[tokio::test]
-async fn concurrent_deliveries_store_one_reply() {
+async fn one_writer_per_message() {
     let app = TestApp::spawn().await;
     Mock::given(method("POST"))
         .and(gemini_path())
@@ -332,7 +333,6 @@ async fn concurrent_deliveries_store_one_reply() {
         .parse()
         .unwrap();
     let job = || ReplyJob { message_id };
-    // Both claim the pending message, both wait on the model, both try to store.
     let (first, second) = tokio::join!(app.worker.process(job(), 1), app.worker.process(job(), 2));
     let mut outcomes = [first.unwrap(), second.unwrap()];
     outcomes.sort_by_key(|o| format!("{o:?}"));
@@ -340,8 +340,13 @@ async fn concurrent_deliveries_store_one_reply() {
         outcomes,
         [
             Outcome::Answered,
-            Outcome::Skipped("message already processed")
+            Outcome::Skipped("another delivery is answering it")
         ]
+    );
+    assert_eq!(
+        app.gemini.received_requests().await.unwrap().len(),
+        1,
+        "Gemini is asked (and billed) once"
     );
     assert_eq!(
         app.count("SELECT count(*) FROM messages WHERE role = 'model'")

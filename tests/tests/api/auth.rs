@@ -87,7 +87,7 @@ async fn otp_login_flow_and_me() {
         .post("/auth/verify-otp", json!({ "email": email, "otp": otp }))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.error_code(), "otp_expired");
+    assert_eq!(r.error_code(), "invalid_otp");
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn wrong_code_then_burn_after_five_tries() {
         .post("/auth/verify-otp", json!({ "email": email, "otp": otp }))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.error_code(), "otp_expired");
+    assert_eq!(r.error_code(), "invalid_otp");
 }
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn expired_code_is_refused() {
         .post("/auth/verify-otp", json!({ "email": email, "otp": otp }))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.error_code(), "otp_expired");
+    assert_eq!(r.error_code(), "invalid_otp");
 }
 
 #[tokio::test]
@@ -301,7 +301,7 @@ async fn change_password_revokes_older_tokens() {
             Some(&old),
         )
         .await;
-    assert_eq!(r.error_code(), "otp_expired", "no code was requested yet");
+    assert_eq!(r.error_code(), "invalid_otp", "no code was requested yet");
     let code = app
         .post("/auth/forgot-password", json!({ "email": email }))
         .await
@@ -414,7 +414,7 @@ async fn forgot_and_reset_password() {
     let r = app
         .post("/auth/verify-otp", json!({ "email": email, "otp": code }))
         .await;
-    assert_eq!(r.error_code(), "otp_expired");
+    assert_eq!(r.error_code(), "invalid_otp");
     // A too-short password is refused without consuming the code.
     let r = app
         .post(
@@ -464,7 +464,7 @@ async fn forgot_and_reset_password() {
             json!({ "email": email, "otp": code, "new_password": "another-pass" }),
         )
         .await;
-    assert_eq!(r.error_code(), "otp_expired");
+    assert_eq!(r.error_code(), "invalid_otp");
     // Throttled like send-otp.
     let r = app
         .post("/auth/forgot-password", json!({ "email": email }))

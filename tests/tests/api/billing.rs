@@ -417,6 +417,15 @@ async fn upgrade_lifts_the_cap_at_once_and_cancellation_restores_it() {
     );
 
     let t = chrono::Utc::now().timestamp();
+    // The session POST /subscribe/pro opened (only such a checkout grants Pro by itself).
+    app.db()
+        .await
+        .execute(
+            "UPDATE users SET checkout_session_id = 'cs_1' WHERE id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
     let checkout = json!({
         "id": "evt_cs", "type": "checkout.session.completed", "created": t,
         "data": { "object": { "id": "cs_1", "object": "checkout.session", "mode": "subscription",
@@ -469,4 +478,100 @@ async fn database_failure_is_500_so_stripe_retries() {
     let r = broken.signed_webhook(&body).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(r.error_code(), "processing_failed");
+}
+
+#[tokio::test]
+async fn invoice_events_do_not_overwrite_newer_invoice_status() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("invoice")).await;
+    let user = app.user_id(&token).await;
+    let t = chrono::Utc::now().timestamp();
+    app.signed_webhook(&sub_event(
+        "evt_inv_sub",
+        "customer.subscription.created",
+        t,
+        "sub_inv",
+        "active",
+        Some(user),
+    ))
+    .await;
+    let invoice = |id: &str, kind: &str, created: i64| {
+        json!({
+            "id": id, "object": "event", "type": kind, "created": created, "livemode": false,
+            "data": { "object": { "id": format!("in_{id}"), "object": "invoice", "subscription": "sub_inv" } }
+        })
+        .to_string()
+    };
+    let status = || async {
+        app.db()
+            .await
+            .query_one(
+                "SELECT last_invoice_status FROM subscriptions WHERE id = 'sub_inv'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    };
+    // The retry's `paid` arrives first, the earlier `payment_failed` late.
+    let r = app
+        .signed_webhook(&invoice("evt_paid", "invoice.paid", t + 10))
+        .await;
+    assert_eq!(r.body["outcome"], "applied");
+    let r = app
+        .signed_webhook(&invoice("evt_failed", "invoice.payment_failed", t + 5))
+        .await;
+    assert_eq!(r.body["outcome"], "applied", "acknowledged, but stale");
+    assert_eq!(status().await.as_deref(), Some("paid"));
+    // A newer failure does replace it.
+    app.signed_webhook(&invoice("evt_failed2", "invoice.payment_failed", t + 20))
+        .await;
+    assert_eq!(status().await.as_deref(), Some("payment_failed"));
+}
+
+#[tokio::test]
+async fn pro_means_the_pro_price() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("price")).await;
+    let user = app.user_id(&token).await;
+    let t = chrono::Utc::now().timestamp();
+    let with_price = |id: &str, created: i64, price: &str| {
+        let mut event: Value = serde_json::from_str(&sub_event(
+            id,
+            "customer.subscription.updated",
+            created,
+            "sub_price",
+            "active",
+            Some(user),
+        ))
+        .unwrap();
+        event["data"]["object"]["items"]["data"][0]["price"] =
+            json!({ "id": price, "object": "price" });
+        event.to_string()
+    };
+    // An active subscription to another Price of the same Stripe account: not Pro.
+    let r = app
+        .signed_webhook(&with_price("evt_p1", t, "price_something_else"))
+        .await;
+    assert_eq!(r.body["outcome"], "applied");
+    assert_eq!(tier(&app, &token).await, "basic");
+    assert_eq!(
+        app.get("/subscription/status", &token).await.body["tier"],
+        "basic"
+    );
+    // Moved to the Pro price: Pro.
+    app.signed_webhook(&with_price("evt_p2", t + 1, "price_pro_test"))
+        .await;
+    assert_eq!(tier(&app, &token).await, "pro");
+    // Another product's checkout (a session this service never opened) grants nothing.
+    let other = app.user_token(&unique_email("price-other")).await;
+    let other_id = app.user_id(&other).await;
+    let checkout = json!({
+        "id": "evt_foreign_cs", "type": "checkout.session.completed", "created": t,
+        "data": { "object": { "id": "cs_foreign", "object": "checkout.session", "mode": "subscription",
+            "payment_status": "paid", "status": "complete", "customer": "cus_foreign",
+            "subscription": "sub_foreign", "client_reference_id": other_id.to_string() } }
+    });
+    app.signed_webhook(&checkout.to_string()).await;
+    assert_eq!(tier(&app, &other).await, "basic");
 }

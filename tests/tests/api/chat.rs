@@ -493,3 +493,119 @@ async fn no_window_between_commit_and_publish() {
         "and queued, though the client hung up mid-COMMIT"
     );
 }
+
+#[tokio::test]
+async fn big_chatrooms_are_paged_capped_and_deleted_in_bounded_batches() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("big")).await;
+    let user = app.user_id(&token).await;
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO chatrooms (id, user_id, name) \
+             SELECT gen_random_uuid(), $1, 'room ' || g FROM generate_series(1, 250) g",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    // GET /chatroom pages: 100, 100, 50, each id once.
+    let mut ids = std::collections::HashSet::new();
+    let mut path = "/chatroom".to_string();
+    let mut sizes = Vec::new();
+    loop {
+        let r = app.get(&path, &token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let rooms = r.body["chatrooms"].as_array().unwrap();
+        sizes.push(rooms.len());
+        ids.extend(rooms.iter().map(|c| c["id"].as_str().unwrap().to_string()));
+        match r.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/chatroom?cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(ids.len(), 250);
+    let r = app.get("/chatroom?limit=300", &token).await;
+    assert_eq!(r.body["chatrooms"].as_array().unwrap().len(), 250);
+    assert!(r.body["next_cursor"].is_null());
+    for bad in [
+        "/chatroom?limit=0",
+        "/chatroom?limit=1001",
+        "/chatroom?cursor=nonsense",
+    ] {
+        assert_eq!(
+            app.get(bad, &token).await.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+
+    // One room with many messages: deleted in batches, a request at a time if need be.
+    let big = app.create_chatroom(&token, Some("big")).await;
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO messages (id, chatroom_id, user_id, role, content, status) \
+             SELECT gen_random_uuid(), $1, $2, 'user', 'm' || g, 'failed' \
+             FROM generate_series(1, 5000) g",
+            &[&big.parse::<uuid::Uuid>().unwrap(), &user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/chatroom?limit=1", &token).await.body["chatrooms"][0]["id"],
+        big.as_str()
+    );
+    app.get("/chatroom", &token).await; // cached now
+    let mut requests = 0;
+    loop {
+        requests += 1;
+        match shared::chat::delete_chatroom_within(
+            &app.state,
+            user,
+            big.parse().unwrap(),
+            Duration::ZERO,
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(shared::AppError::Unavailable { code, .. }) => {
+                assert_eq!(code, "delete_in_progress")
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        requests, 4,
+        "5,000 messages in batches of 2,000, then the room"
+    );
+    assert_eq!(
+        app.get(&format!("/chatroom/{big}"), &token).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = app.get("/chatroom?limit=1000", &token).await;
+    assert!(!listed.body.to_string().contains(&big), "not in the list");
+    assert!(
+        !app.get("/chatroom", &token)
+            .await
+            .body
+            .to_string()
+            .contains(&big),
+        "nor the cached page"
+    );
+
+    // At most 1,000 chatrooms an account.
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO chatrooms (id, user_id) SELECT gen_random_uuid(), $1 FROM generate_series(1, 750)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    let r = app
+        .call(Method::POST, "/chatroom", Some(json!({})), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.error_code(), "too_many_chatrooms");
+}

@@ -238,6 +238,15 @@ async fn every_sample_event_runs_through_its_function() {
         )
         .await
         .unwrap();
+    // Its job never reached the queue (the send died before publishing).
+    app.db()
+        .await
+        .execute(
+            "UPDATE pending_messages SET enqueued_at = NULL WHERE message_id = $1::text::uuid",
+            &[&fourth],
+        )
+        .await
+        .unwrap();
     let event: Value =
         serde_json::from_str(&run.load("reply-worker/scheduled-sweep.json")).unwrap();
     let report = reply_worker_fn::handle_event(&app.worker, event)

@@ -16,6 +16,7 @@ mod gemini_stream;
 mod history;
 mod idempotency;
 mod keys;
+mod logs;
 mod migrate;
 mod openapi;
 mod panics;

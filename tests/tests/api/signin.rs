@@ -126,16 +126,15 @@ async fn ses_request_carries_both_bodies_in_utf8() {
 }
 
 #[tokio::test]
-async fn ses_refusing_is_503_leaves_nothing_valid_and_a_retry_works_at_once() {
+async fn ses_refusing_answers_as_sent_leaves_nothing_valid_and_a_retry_works_at_once() {
     // moto refuses (MessageRejected) a sender that is not a verified identity, as SES does.
     let from = unique_email("unverified-sender");
     let app = ses_app(&aws_endpoint(), &from, None).await;
     let email = unique_email("refused");
     app.signup(&email, None).await;
     let r = app.post("/auth/send-otp", json!({ "email": email })).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(r.error_code(), "email_unavailable");
-    assert!(retry_after(&r) >= 1);
+    // Answered as a sent code (a 503 only for registered addresses would tell them apart).
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(
         !code_key_exists(&app, "login", &email).await,
         "no code left valid"
@@ -159,15 +158,14 @@ async fn ses_refusing_is_503_leaves_nothing_valid_and_a_retry_works_at_once() {
 }
 
 #[tokio::test]
-async fn ses_unreachable_or_throttling_is_503() {
+async fn ses_unreachable_or_throttling_leaves_no_code() {
     let app = ses_app("http://127.0.0.1:1", "noreply@example.com", None).await;
     let email = unique_email("unreachable");
     app.signup(&email, None).await;
     let r = app
         .post("/auth/forgot-password", json!({ "email": email }))
         .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(r.error_code(), "email_unavailable");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(!code_key_exists(&app, "reset", &email).await);
 
     let fake = MockServer::start().await;
@@ -182,9 +180,67 @@ async fn ses_unreachable_or_throttling_is_503() {
     let app = ses_app(&fake.uri(), "noreply@example.com", None).await;
     app.signup(&email, None).await;
     let r = app.post("/auth/send-otp", json!({ "email": email })).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(r.error_code(), "email_unavailable");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(!code_key_exists(&app, "login", &email).await);
+}
+
+#[tokio::test]
+async fn registration_must_not_leak_through_sign_in() {
+    // SES down: a registered address's e-mail fails, an unknown one's is never sent.
+    let app = ses_app("http://127.0.0.1:1", "noreply@example.com", None).await;
+    let registered = unique_email("leak-known");
+    let unknown = unique_email("leak-unknown");
+    app.signup(&registered, Some("a-long-password-1")).await;
+    let answer = |r: &api_tests::TestResponse| (r.status, r.body.clone());
+    for route in ["/auth/send-otp", "/auth/forgot-password"] {
+        let started = std::time::Instant::now();
+        let known = app.post(route, json!({ "email": registered })).await;
+        let known_took = started.elapsed();
+        let started = std::time::Instant::now();
+        let other = app.post(route, json!({ "email": unknown })).await;
+        let other_took = started.elapsed();
+        assert_eq!(answer(&known), answer(&other), "{route}");
+        // Both wait for the floor: the timing does not tell them apart either.
+        for took in [known_took, other_took] {
+            assert!(took >= shared::auth::SES_ANSWER_FLOOR, "{route}: {took:?}");
+        }
+    }
+    // A wrong code: one answer whether or not a code exists (registered) or not.
+    app.post("/auth/send-otp", json!({ "email": registered }))
+        .await;
+    let body = |email: &str| json!({ "email": email, "otp": "000000" });
+    let known = app.post("/auth/verify-otp", body(&registered)).await;
+    let other = app.post("/auth/verify-otp", body(&unknown)).await;
+    assert_eq!(answer(&known), answer(&other));
+    assert_eq!(known.error_code(), "invalid_otp");
+    // A wrong password: the same too.
+    let body = |email: &str| json!({ "email": email, "password": "not-the-password" });
+    let known = app.post("/auth/login", body(&registered)).await;
+    let other = app.post("/auth/login", body(&unknown)).await;
+    assert_eq!(answer(&known), answer(&other));
+    // The wrong-code budget runs out alike: 429 after as many tries, for both.
+    let mut statuses = Vec::new();
+    for email in [&registered, &unknown] {
+        let mut n = 0;
+        loop {
+            n += 1;
+            let r = app
+                .post(
+                    "/auth/verify-otp",
+                    json!({ "email": email, "otp": "111111" }),
+                )
+                .await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS || n > 40 {
+                statuses.push((n, r.status));
+                break;
+            }
+            assert_eq!(r.error_code(), "invalid_otp");
+        }
+    }
+    assert_eq!(
+        statuses[0], statuses[1],
+        "registered and unknown alike: {statuses:?}"
+    );
 }
 
 #[tokio::test]

@@ -160,6 +160,9 @@ async fn the_sweep_fails_a_message_out_of_deliveries_and_retries_a_busy_model_la
     )
     .await
     .unwrap();
+    db.execute("UPDATE pending_messages SET enqueued_at = NULL", &[])
+        .await
+        .unwrap();
     Mock::given(method("POST"))
         .and(gemini_path())
         .respond_with(ResponseTemplate::new(503))
@@ -305,4 +308,115 @@ async fn deleting_a_chatroom_never_scans_the_idempotency_keys() {
         0,
         "one sequential scan of idempotency_keys per deleted message"
     );
+}
+
+#[tokio::test]
+async fn the_sweeper_tells_a_backlog_from_a_stuck_message() {
+    let app = TestApp::spawn_with(|c| c.sweep_after = Duration::from_secs(60)).await;
+    mount_reply(&app, "answered by the sweep").await;
+    let token = app.user_token(&unique_email("backlog")).await;
+    app.set_tier(&token, "pro").await;
+    let room = app.create_chatroom(&token, Some("b")).await;
+    let mut ids = Vec::new();
+    for text in [
+        "waiting in the backlog",
+        "never enqueued",
+        "enqueued before the retention",
+    ] {
+        let r = app.send_message(&token, &room, text).await;
+        ids.push(r.body["message"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM pending_messages WHERE enqueued_at IS NOT NULL")
+            .await,
+        3,
+        "the send records that each job is queued"
+    );
+    let db = app.db().await;
+    // All idle for an hour; one merely waits behind the worker's maximum concurrency
+    // (enqueued 20 minutes ago), one's send died before publishing, one's job is older
+    // than the queue keeps jobs.
+    db.execute(
+        "UPDATE messages SET updated_at = now() - interval '1 hour'",
+        &[],
+    )
+    .await
+    .unwrap();
+    for (id, enqueued) in [
+        (&ids[0], Some("20 minutes")),
+        (&ids[1], None),
+        (&ids[2], Some("5 days")),
+    ] {
+        db.execute(
+            "UPDATE pending_messages SET enqueued_at = now() - $2::text::interval \
+             WHERE message_id = $1::text::uuid",
+            &[id, &enqueued.unwrap_or("100 years")],
+        )
+        .await
+        .unwrap();
+        if enqueued.is_none() {
+            db.execute(
+                "UPDATE pending_messages SET enqueued_at = NULL WHERE message_id = $1::text::uuid",
+                &[id],
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let report = app.worker.sweep().await.unwrap();
+    assert_eq!((report.taken, report.answered), (2, 2), "{report:?}");
+    let status = |id: &String| {
+        let db = &db;
+        let id = id.clone();
+        async move {
+            db.query_one(
+                "SELECT status FROM messages WHERE id = $1::text::uuid",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        status(&ids[0]).await,
+        "pending",
+        "the backlog is the queue's"
+    );
+    assert_eq!(status(&ids[1]).await, "answered");
+    assert_eq!(status(&ids[2]).await, "answered");
+}
+
+#[tokio::test]
+async fn a_rate_limit_answer_never_spends_an_attempt() {
+    let app = TestApp::spawn_with(|c| c.gemini.retry_budget = Duration::ZERO).await;
+    Mock::given(method("POST"))
+        .and(gemini_path())
+        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({"error": {
+            "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}})))
+        .mount(&app.gemini)
+        .await;
+    let token = app.user_token(&unique_email("ratelimit")).await;
+    let room = app.create_chatroom(&token, Some("r")).await;
+    let r = app.send_message(&token, &room, "busy model").await;
+    let id = r.body["message"]["id"].as_str().unwrap().to_string();
+    let job = app.take_jobs().await.remove(0);
+    let max = app.state.config.max_receive_count;
+    // Even on what would be its last delivery, a rate limit neither fails the message
+    // nor counts: the job goes back to the queue (after the 7 s Gemini asked for).
+    let outcome = app.worker.process(job, max).await;
+    assert_eq!(outcome, Ok(Outcome::Skipped("rate-limited; queued again")));
+    assert_eq!(app.take_jobs().await, vec![job], "queued again");
+    let row = app
+        .db()
+        .await
+        .query_one(
+            "SELECT status, attempts FROM messages WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "pending");
+    assert_eq!(row.get::<_, i32>(1), 0, "no attempt spent");
 }

@@ -438,13 +438,71 @@ async fn bad_request_marks_failed_without_retry() {
         .get(&format!("/chatroom/{room}/messages/{id}"), &token)
         .await;
     assert_eq!(r.body["message"]["status"], "failed");
-    assert!(
-        r.body["message"]["failure_reason"]
-            .as_str()
-            .unwrap()
-            .contains("INVALID_ARGUMENT")
-    );
+    // A stable code and a sentence: the upstream error text stays in the logs.
+    let reason = r.body["message"]["failure_reason"].as_str().unwrap();
+    assert_eq!(reason, shared::chat::model::failure::MODEL_REFUSED);
+    assert!(!reason.contains("INVALID_ARGUMENT") && !reason.contains("bad request"));
     assert!(r.body["reply"].is_null());
+    // The day's unit came back with the failure.
+    let usage = app.get("/subscription/status", &token).await;
+    assert_eq!(usage.body["usage"]["used_today"], 0, "{}", usage.body);
+}
+
+#[tokio::test]
+async fn a_reply_that_fails_gives_the_unit_back_and_operator_errors_are_not_charged() {
+    let app = TestApp::spawn().await;
+    // Gemini refuses the service's key: the operator's fault.
+    Mock::given(method("POST"))
+        .and(gemini_path())
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "API key not valid"}}),
+        ))
+        .mount(&app.gemini)
+        .await;
+    let token = app.user_token(&unique_email("operator")).await;
+    let room = app.create_chatroom(&token, Some("op")).await;
+    let r = app.send_message(&token, &room, "hello").await;
+    let id = r.body["message"]["id"].as_str().unwrap().to_string();
+    let used = || async {
+        app.get("/subscription/status", &token).await.body["usage"]["used_today"].clone()
+    };
+    assert_eq!(used().await, 1);
+    let job = app.take_jobs().await.remove(0);
+    let max = app.state.config.max_receive_count;
+    // Every delivery, the last one too, leaves the message pending and retryable.
+    for delivery in [1, max] {
+        let result = app.worker.process(job, delivery).await;
+        assert!(
+            matches!(&result, Err(r) if r.0.starts_with("operator error")),
+            "{result:?}"
+        );
+        let r = app
+            .get(&format!("/chatroom/{room}/messages/{id}"), &token)
+            .await;
+        assert_eq!(
+            r.body["message"]["status"], "pending",
+            "delivery {delivery}"
+        );
+    }
+    assert_eq!(
+        used().await,
+        1,
+        "not charged back yet: the message may still be answered"
+    );
+    // Its deliveries spent, the dead-letter consumer ends it; the unit comes back.
+    assert!(matches!(
+        app.worker.dead_letter(job).await,
+        Ok(Outcome::Failed(_))
+    ));
+    let r = app
+        .get(&format!("/chatroom/{room}/messages/{id}"), &token)
+        .await;
+    assert_eq!(r.body["message"]["status"], "failed");
+    assert_eq!(
+        r.body["message"]["failure_reason"],
+        shared::chat::model::failure::DEAD_LETTERED
+    );
+    assert_eq!(used().await, 0);
 }
 
 #[tokio::test]

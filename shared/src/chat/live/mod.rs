@@ -9,6 +9,7 @@
 
 mod cancel;
 mod reader;
+pub mod slots;
 mod writer;
 
 use uuid::Uuid;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{load, stream_key};
+use super::{load, slots, stream_key};
 use crate::chat::messages::{self, Message};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -19,6 +19,8 @@ const BLOCK_MAX: Duration = Duration::from_secs(15);
 /// How long past its block time an `XREAD` may take to answer before Redis is taken
 /// for gone.
 const READ_MARGIN: Duration = Duration::from_secs(3);
+/// A slot outlives its stream's `stream_max` by this much before it expires by itself.
+const SLOT_MARGIN: Duration = Duration::from_secs(30);
 /// Entries read per `XREAD`.
 const READ_COUNT: usize = 200;
 
@@ -98,7 +100,8 @@ pub async fn follow(
     if message.is_terminal()
         && let None | Some((0, _)) = resume
     {
-        // Finished: the stored reply is the whole story, with no need for Redis.
+        // Finished: the stored reply is the whole story, with no need for Redis (and
+        // over at once, so it takes no stream slot).
         let after = resume.map_or(0, |(_, n)| n);
         let events = stored_events(&message, reply.as_ref(), after);
         tokio::spawn(async move {
@@ -110,10 +113,20 @@ pub async fn follow(
         });
         return Ok(rx);
     }
-    let conn = state.redis.dedicated().await.map_err(|e| {
-        tracing::warn!(error = %e, "no Redis connection for a live stream");
-        AppError::redis_unavailable()
-    })?;
+    // The slot is freed below when the stream ends, however it ends; if this process
+    // dies first, it expires a little after the stream's longest life.
+    let hold = state.config.stream_max + SLOT_MARGIN;
+    let slot = slots::acquire(&state.redis, user, state.config.streams_per_user, hold).await?;
+    let conn = match state.redis.dedicated().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Redis connection for a live stream");
+            if let Some(slot) = slot {
+                slot.release(&state.redis).await;
+            }
+            return Err(AppError::redis_unavailable());
+        }
+    };
     let state = state.clone();
     let after = last_event_id.map(str::to_owned);
     let finished = message.is_terminal();
@@ -121,6 +134,11 @@ pub async fn follow(
         let deadline = Instant::now() + state.config.stream_max;
         let ids = (user, chatroom, id);
         let result = relay(&state, conn, ids, after, finished, deadline, &tx).await;
+        // Before the last event goes out: the body ends when `tx` drops, and on Lambda
+        // the invocation with it.
+        if let Some(slot) = slot {
+            slot.release(&state.redis).await;
+        }
         if let Err(e) = result
             && !tx.is_closed()
         {

@@ -15,6 +15,8 @@ use crate::store::redis::Redis;
 
 /// Pieces that arrive within this window go out as one entry.
 pub const COALESCE: Duration = Duration::from_millis(50);
+/// How often an idle writer looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(500);
 /// Entries kept per stream (`MAXLEN ~`): far more than a reply's coalesced pieces.
 pub const MAX_ENTRIES: usize = 10_000;
 /// How long a finished stream stays readable: long enough for a client that lost its
@@ -60,6 +62,8 @@ pub struct Writer {
     message: Uuid,
     /// The stream holds text that a new attempt must withdraw first.
     dirty: bool,
+    /// The text of the current attempt so far (what the user sees of it).
+    attempt: String,
 }
 
 impl Writer {
@@ -88,6 +92,7 @@ impl Writer {
             redis: redis.clone(),
             message,
             dirty: len > 0,
+            attempt: String::new(),
         }
     }
 
@@ -104,6 +109,12 @@ impl Writer {
             self.send(Entry::Reset);
             self.dirty = false;
         }
+        self.attempt.clear();
+    }
+
+    /// The text of the current attempt so far.
+    pub fn attempt_text(&self) -> &str {
+        &self.attempt
     }
 
     /// Asks Redis again whether the user cancelled (the appending task only learns it
@@ -148,6 +159,7 @@ impl ReplySink for Writer {
     fn text(&mut self, piece: &str) {
         if !piece.is_empty() {
             self.dirty = true;
+            self.attempt.push_str(piece);
             self.send(Entry::Delta(piece.to_string()));
         }
     }
@@ -172,9 +184,21 @@ async fn append(
     let mut batch = Vec::new();
     loop {
         if batch.is_empty() {
-            match rx.recv().await {
-                Some(first) => batch.push(first),
-                None => break,
+            // While the model sends nothing (a long think), the cancel flag is still
+            // looked at every CANCEL_POLL, so a cancel is not ignored until the first text.
+            match tokio::time::timeout(CANCEL_POLL, rx.recv()).await {
+                Ok(Some(first)) => batch.push(first),
+                Ok(None) => break,
+                Err(_) => {
+                    let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
+                        .arg(&cancel)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Ok(true) = exists {
+                        cancelled.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
             }
         }
         while let Ok(more) = rx.try_recv() {

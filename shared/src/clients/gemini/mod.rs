@@ -191,7 +191,10 @@ impl ReplyModel for GeminiClient {
         }];
         match interpret(self.generate(request_body(&turn, 64)).await?)? {
             ModelReply::Text { text, .. } => Ok(clean_title(&text)),
-            ModelReply::Blocked { reason } => Err(ModelError::Permanent { message: reason }),
+            ModelReply::Blocked { reason } => Err(ModelError::Permanent {
+                message: reason,
+                reason: crate::chat::model::failure::MODEL_REFUSED,
+            }),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use crate::chat::model::failure;
 use crate::chat::model::{ModelError, ModelReply};
 
 /// Reads the first candidate: text (thoughts skipped), or why there is none.
@@ -47,12 +48,14 @@ pub(super) fn decide(text: String, finish_reason: String) -> Result<ModelReply, 
         if finish_reason == "MAX_TOKENS" {
             return Err(ModelError::Permanent {
                 message: "the output token budget ran out before any text was produced".into(),
+                reason: failure::OUTPUT_LIMIT,
             });
         }
         // The model chose to stop with nothing to say: asking again gives the same.
         if let Some(why) = stopped_without_text(&finish_reason) {
             return Err(ModelError::Permanent {
                 message: format!("the model gave no answer ({finish_reason}): {why}"),
+                reason: failure::MODEL_NO_ANSWER,
             });
         }
         return Err(ModelError::Transient {
@@ -95,11 +98,20 @@ pub fn classify_error(status: StatusCode, body: &str) -> ModelError {
             .find_map(|d| d.retry_delay.as_deref().and_then(parse_delay))
     });
     match status.as_u16() {
-        408 | 429 | 500 | 502 | 503 | 504 => ModelError::Transient {
+        429 => ModelError::RateLimited {
             message,
             retry_after,
         },
-        _ => ModelError::Permanent { message },
+        408 | 500 | 502 | 503 | 504 => ModelError::Transient {
+            message,
+            retry_after,
+        },
+        // A bad key, a key without access, an unknown model: the operator's to fix.
+        401 | 403 | 404 => ModelError::Operator { message },
+        _ => ModelError::Permanent {
+            message,
+            reason: failure::MODEL_REFUSED,
+        },
     }
 }
 
@@ -265,7 +277,7 @@ mod tests {
         let body = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow down",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}});
         match classify_error(StatusCode::TOO_MANY_REQUESTS, &body.to_string()) {
-            ModelError::Transient { retry_after, .. } => {
+            ModelError::RateLimited { retry_after, .. } => {
                 assert_eq!(retry_after, Some(Duration::from_millis(1500)))
             }
             other => panic!("{other:?}"),
@@ -274,6 +286,16 @@ mod tests {
             classify_error(StatusCode::BAD_REQUEST, "{}"),
             ModelError::Permanent { .. }
         ));
+        for operator in [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+        ] {
+            assert!(matches!(
+                classify_error(operator, "{}"),
+                ModelError::Operator { .. }
+            ));
+        }
         assert!(matches!(
             classify_error(StatusCode::SERVICE_UNAVAILABLE, "oops"),
             ModelError::Transient {

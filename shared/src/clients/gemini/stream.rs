@@ -37,6 +37,9 @@ pub(super) fn from_json(
     reply.finish()
 }
 
+/// How often a stream waiting for the model's next frame looks at the user's cancel.
+const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// One `GenerateResponse` per SSE frame, read as it arrives; the stream just ends (no
 /// marker).
 pub(super) async fn from_sse(
@@ -46,7 +49,26 @@ pub(super) async fn from_sse(
 ) -> Result<ModelReply, ModelError> {
     let mut frames = response.bytes_stream().eventsource();
     let mut reply = Streamed::default();
-    while let Some(event) = frames.next().await {
+    // A cancel is honoured while the model sends nothing too (its thinking can take a
+    // while before the first text).
+    let mut check = tokio::time::interval(CANCEL_CHECK);
+    loop {
+        let event = tokio::select! {
+            event = frames.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = check.tick() => {
+                if sink.cancelled() {
+                    reply.record(started);
+                    return Ok(ModelReply::Text {
+                        text: std::mem::take(&mut reply.text),
+                        finish_reason: CANCELLED.into(),
+                    });
+                }
+                continue;
+            }
+        };
         let event = event.map_err(|e| transient(format!("the stream broke: {e}")))?;
         if event.data.trim().is_empty() {
             continue;
@@ -194,7 +216,7 @@ mod tests {
             reply.take(frame(None, Some(reason)), &mut sink);
             let err = reply.finish().unwrap_err();
             assert!(
-                matches!(&err, ModelError::Permanent { message } if message.contains(reason)),
+                matches!(&err, ModelError::Permanent { message, .. } if message.contains(reason)),
                 "{reason}: {err:?}"
             );
         }

@@ -21,4 +21,16 @@ pub struct QueueError(pub String);
 #[async_trait::async_trait]
 pub trait ReplyQueue: Send + Sync {
     async fn publish(&self, job: ReplyJob) -> Result<(), QueueError>;
+
+    /// The job again, delivered no sooner than `delay` from now (a rate-limited reply
+    /// waits out Gemini's quota without spending a delivery). Queues without delays
+    /// deliver at once.
+    async fn publish_after(
+        &self,
+        job: ReplyJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let _ = delay;
+        self.publish(job).await
+    }
 }

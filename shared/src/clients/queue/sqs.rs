@@ -44,12 +44,32 @@ impl SqsQueue {
 #[async_trait::async_trait]
 impl ReplyQueue for SqsQueue {
     async fn publish(&self, job: ReplyJob) -> Result<(), QueueError> {
+        self.send(job, None).await
+    }
+
+    async fn publish_after(
+        &self,
+        job: ReplyJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        self.send(job, Some(delay)).await
+    }
+}
+
+impl SqsQueue {
+    /// SendMessage; `delay` becomes DelaySeconds (SQS allows up to 900).
+    async fn send(
+        &self,
+        job: ReplyJob,
+        delay: Option<std::time::Duration>,
+    ) -> Result<(), QueueError> {
         let body = serde_json::to_string(&job).map_err(|e| QueueError(e.to_string()))?;
         self.client()
             .await
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            .set_delay_seconds(delay.map(|d| d.as_secs().clamp(0, 900) as i32))
             .send()
             .await
             .map_err(|e| {
