@@ -192,5 +192,26 @@ check("every named query of docs/operations.md is in docs/logs-insights-fields.j
 check("no query of docs/operations.md uses the text log format (@type = \"REPORT\")",
       '@type = "REPORT"' not in runbook)
 
+# The deployed page's Content-Security-Policy is the local server's (which the browser
+# tests run under) but for connect-src: there, this region's API Gateway and Function URL
+# hosts, never any https: origin (deploy-web.sh narrows it to the stack's two origins).
+def csp(text):
+    return {d.split()[0]: d.split()[1:] for d in (p.strip() for p in text.split(";")) if d}
+local_rs = open("local/src/lib.rs").read()
+local_csp = re.search(r'CONTENT_SECURITY_POLICY: &str = "(.*?)";', local_rs, re.S).group(1)
+local_csp = csp(re.sub(r'\\\n\s*', '', local_csp))
+policy = resources["WebResponseHeaders"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]["ContentSecurityPolicy"]["ContentSecurityPolicy"]
+policy = policy["Fn::Sub"] if isinstance(policy, dict) else policy
+stack_csp = csp(policy)
+check("the page's CSP matches the local server's but for connect-src",
+      {k: v for k, v in stack_csp.items() if k != "connect-src"} == {k: v for k, v in local_csp.items() if k != "connect-src"},
+      (stack_csp, local_csp))
+connect = stack_csp.get("connect-src", [])
+check("the page's connect-src names no bare https: and only AWS API hosts of the region",
+      "https:" not in connect and all(s == "'self'" or s.endswith((".amazonaws.com", ".on.aws")) for s in connect),
+      connect)
+check("deploy-web.sh narrows connect-src to the stack's API and stream origins",
+      "connect-src $CONNECT" in open("scripts/deploy-web.sh").read())
+
 print(f"template checks: {len(failures)} failed")
 sys.exit(1 if failures else 0)

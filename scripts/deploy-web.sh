@@ -34,6 +34,15 @@ cp -R web/. "$SITE/"
 # An empty stream_url makes the client use api_url, and long-poll where there is no stream route.
 jq -n --arg api "$API_URL" --arg stream "$STREAM_URL" '{api_url: $api, stream_url: $stream}' >"$SITE/config.json"
 log "config.json: $(jq -c . "$SITE/config.json")"
+# The page may connect to its own origin and exactly the stack's API and stream origins
+# (the CloudFront policy allows this region's API Gateway and Function URL hosts; the
+# browser enforces both policies).
+origin() { sed -E 's#^(https?://[^/]+).*#\1#' <<<"$1"; }
+CONNECT="'self' $(origin "$API_URL")${STREAM_URL:+ $(origin "$STREAM_URL")}"
+META="<meta http-equiv=\"Content-Security-Policy\" content=\"connect-src $CONNECT\">"
+sed -i "s#<meta charset=\"utf-8\">#<meta charset=\"utf-8\">\n  $META#" "$SITE/index.html"
+grep -qF "connect-src $CONNECT" "$SITE/index.html" || die "could not write the page's connect-src policy"
+log "index.html: connect-src $CONNECT"
 
 # Every file revalidates (no-cache + ETag): the files are small and their names are not
 # versioned, so a deploy must never leave an old module beside a new one.

@@ -61,6 +61,7 @@ SECRETS = {
     "RedisUrlSecret": "SECRET_REDIS_URL",
     "GoogleApiKeySecret": "SECRET_GOOGLE_API_KEY",
     "StripeApiKeySecret": "SECRET_STRIPE_API_KEY",
+    "StripeReadKeySecret": "SECRET_STRIPE_API_KEY",
     "StripeWebhookSecretSecret": "SECRET_STRIPE_WEBHOOK_SECRET",
 }
 

@@ -152,8 +152,20 @@ async fn count_and_run(
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    // If the counter cannot be reached the cap cannot be checked: fail closed (503).
-    let used = match state.quota.try_consume(user, day, limit).await? {
+    // If the counter cannot be reached the cap cannot be checked: fail closed (503). A
+    // count whose answer was lost (a timed-out script, a failed write) may have been
+    // applied: it is given back, so uncertainty never strands a unit (at worst the user
+    // gains one back that was not taken; the counter never goes below zero).
+    let decision = match state.quota.try_consume(user, day, limit).await {
+        Ok(decision) => decision,
+        Err(e) => {
+            if let Err(refund) = state.quota.refund(user, day).await {
+                tracing::warn!(user_id = %user, error = %refund, "could not give back an uncertain unit");
+            }
+            return Err(e);
+        }
+    };
+    let used = match decision {
         Decision::Admitted { used } => used,
         Decision::Refused { used } => {
             let limit = limit.unwrap_or(0);

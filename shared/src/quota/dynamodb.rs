@@ -52,6 +52,13 @@ impl DynamoQuota {
     }
 }
 
+/// Counting writes go out once: an `ADD` retried after its answer was lost would be
+/// applied twice (idempotency is kept by giving back on uncertainty instead).
+fn no_retries() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+}
+
 fn unavailable<E: std::fmt::Debug>(err: E) -> AppError {
     tracing::warn!(error = ?err, "dynamodb quota store unavailable");
     AppError::Unavailable {
@@ -93,7 +100,9 @@ impl QuotaStore for DynamoQuota {
                 .condition_expression("attribute_not_exists(#used) OR #used < :limit")
                 .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()));
         }
-        match req.send().await {
+        // Sent once: the SDK's retry of an ADD whose answer was lost would count twice.
+        // A failed count is then uncertain, and the caller gives the unit back.
+        match req.customize().config_override(no_retries()).send().await {
             Ok(out) => Ok(Decision::Admitted {
                 used: number(out.attributes()),
             }),
@@ -120,6 +129,8 @@ impl QuotaStore for DynamoQuota {
             .expression_attribute_names("#used", "used")
             .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .customize()
+            .config_override(no_retries())
             .send()
             .await;
         match result {

@@ -169,3 +169,85 @@ async fn pro_users_are_unlimited_but_counted() {
     let used = app.used_today(&token).await;
     assert_eq!(used, 12);
 }
+
+/// Counts for real, then loses the answer (a Redis reply that timed out).
+struct LostAnswer(Arc<dyn shared::quota::QuotaStore>);
+
+#[async_trait::async_trait]
+impl shared::quota::QuotaStore for LostAnswer {
+    async fn try_consume(
+        &self,
+        user: uuid::Uuid,
+        day: chrono::NaiveDate,
+        limit: Option<u32>,
+    ) -> shared::AppResult<shared::quota::Decision> {
+        self.0.try_consume(user, day, limit).await?;
+        Err(shared::AppError::redis_unavailable())
+    }
+    async fn refund(&self, user: uuid::Uuid, day: chrono::NaiveDate) -> shared::AppResult<()> {
+        self.0.refund(user, day).await
+    }
+    async fn used(&self, user: uuid::Uuid, day: chrono::NaiveDate) -> shared::AppResult<u32> {
+        self.0.used(user, day).await
+    }
+}
+
+#[tokio::test]
+async fn counting_is_idempotent_per_message() {
+    // A count whose answer is lost is given back: no unit stranded by a 503.
+    let app = TestApp::spawn_full(
+        |_| {},
+        |s| {
+            let real = s.quota.clone();
+            s.quota = Arc::new(LostAnswer(real));
+        },
+    )
+    .await;
+    let token = app.user_token(&unique_email("lost")).await;
+    let user = app.user_id(&token).await;
+    let room = app.create_chatroom(&token, Some("lost")).await;
+    let r = app
+        .send_message(&token, &room, "counted, answer lost")
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let day = shared::quota::today(chrono::Utc::now());
+    assert_eq!(
+        app.state.quota.used(user, day).await.unwrap(),
+        0,
+        "not stranded"
+    );
+
+    // DynamoDB failing: the ADD goes out once (an SDK retry of a lost answer would count
+    // twice), then the uncertain unit is given back once.
+    let fake = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(500).set_body_string("{}"))
+        .mount(&fake)
+        .await;
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "t", "t", None, None, "t",
+        ))
+        .endpoint_url(fake.uri())
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let app = TestApp::spawn_full(
+        |_| {},
+        |s| s.quota = Arc::new(DynamoQuota::with_client(client, "quota-fake".into())),
+    )
+    .await;
+    let token = app.user_token(&unique_email("dynamo-lost")).await;
+    let room = app.create_chatroom(&token, Some("d")).await;
+    let r = app.send_message(&token, &room, "dynamodb down").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let requests = fake.received_requests().await.unwrap();
+    let updates: Vec<String> = requests
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).to_string())
+        .collect();
+    let adds = updates.iter().filter(|b| b.contains(":one")).count();
+    let refunds = updates.iter().filter(|b| b.contains(":minus")).count();
+    assert_eq!((adds, refunds), (1, 1), "{updates:#?}");
+}
