@@ -51,9 +51,17 @@ test("deploy-web uploads web/ with a config.json from the stack outputs, then in
     api_url: "https://abc.execute-api.eu-west-1.amazonaws.com",
     stream_url: "https://xyz.lambda-url.eu-west-1.on.aws/",
   });
-  for (const f of ["index.html", "style.css", "js/app.js", "js/api.js", "js/markdown.js"]) {
+  for (const f of ["style.css", "js/app.js", "js/api.js", "js/markdown.js"]) {
     assert.equal(fs.readFileSync(path.join(dir, "site", f), "utf8"), fs.readFileSync(path.join(ROOT, "web", f), "utf8"), f);
   }
+  // The page may connect to its origin and exactly the stack's API and stream origins
+  // (a <meta> policy, enforced with the CloudFront one); otherwise it is web/index.html.
+  const page = fs.readFileSync(path.join(dir, "site/index.html"), "utf8");
+  const meta =
+    `  <meta http-equiv="Content-Security-Policy" content="connect-src 'self' ` +
+    `https://abc.execute-api.eu-west-1.amazonaws.com https://xyz.lambda-url.eu-west-1.on.aws">\n`;
+  assert.ok(page.includes(meta), page.slice(0, 300));
+  assert.equal(page.replace(meta, ""), fs.readFileSync(path.join(ROOT, "web/index.html"), "utf8"));
   const calls = fs.readFileSync(path.join(dir, "calls"), "utf8").trim().split("\n");
   assert.match(calls[0], /^cloudformation describe-stacks --stack-name web-test /);
   assert.match(calls[1], /^s3 sync \S+ s3:\/\/web-bucket-1\/ --delete --cache-control no-cache/);
@@ -67,6 +75,10 @@ test("a stack without live replies gets an empty stream_url; one without the web
   fakeAws(dir, OUTPUTS.filter((o) => o.OutputKey !== "StreamUrl"));
   deploy(dir);
   assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "site/config.json"), "utf8")).stream_url, "");
+  assert.match(
+    fs.readFileSync(path.join(dir, "site/index.html"), "utf8"),
+    /content="connect-src 'self' https:\/\/abc\.execute-api\.eu-west-1\.amazonaws\.com">/,
+  );
 
   const bare = fs.mkdtempSync(path.join(os.tmpdir(), "deploy-web-"));
   fakeAws(bare, OUTPUTS.filter((o) => o.OutputKey === "ApiUrl"));
