@@ -49,7 +49,10 @@ pub async fn run(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Resu
         ("REDIS_KEY_PREFIX".into(), "bench:".into()),
         ("JWT_SECRET_KEY".into(), s.jwt_secret.clone()),
         // The auth function's own code-hashing key (required inside Lambda).
-        ("OTP_HASH_KEY".into(), format!("{}-otp-hash-key", s.jwt_secret)),
+        (
+            "OTP_HASH_KEY".into(),
+            format!("{}-otp-hash-key", s.jwt_secret),
+        ),
         // The bench's stores are local and plaintext; deployed functions require TLS.
         ("ALLOW_PLAINTEXT_STORES".into(), "true".into()),
         ("STRIPE_WEBHOOK_SECRET".into(), s.webhook_secret.clone()),
