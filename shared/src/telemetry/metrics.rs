@@ -197,6 +197,8 @@ mod tests {
         gemini_call(Duration::from_millis(250), Some(12), Some(34));
         daily_cap_refused();
         otp_code_sent();
+        otp_email_failed();
+        gemini_operator_error();
         webhook_event(&Ok(webhook::Outcome::Applied));
         webhook_event(&Ok(webhook::Outcome::Duplicate));
         webhook_event(&Ok(webhook::Outcome::Ignored));
