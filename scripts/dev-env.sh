@@ -32,6 +32,10 @@ export OTP_DELIVERY="${OTP_DELIVERY:-response}"
 export IP_SIGNUPS_PER_HOUR="${IP_SIGNUPS_PER_HOUR:-0}"
 export IP_CODE_REQUESTS_PER_HOUR="${IP_CODE_REQUESTS_PER_HOUR:-0}"
 export IP_SIGN_IN_ATTEMPTS_PER_HOUR="${IP_SIGN_IN_ATTEMPTS_PER_HOUR:-0}"
+# What a chatroom may choose (GET /models), as the template's defaults.
+export GEMINI_MODEL="${GEMINI_MODEL:-gemini-2.5-flash}"
+export GEMINI_MODELS="${GEMINI_MODELS:-gemini-2.5-flash,gemini-2.5-pro}"
+export GEMINI_PRO_ONLY_MODELS="${GEMINI_PRO_ONLY_MODELS:-gemini-2.5-pro}"
 
 log "settings (local defaults; override any by environment):"
 log "  DATABASE_URL=$DATABASE_URL"

@@ -99,7 +99,7 @@ fi
 # client's code holds.
 declare -A MARK=([sqs]=AmazonSQS.SendMessage [dynamodb]=DynamoDB_20120810 [ses]=/v2/email/outbound-emails
     [stripe]=api.stripe.com [gemini]=:streamGenerateContent [secrets]=secretsmanager.BatchGetSecretValue)
-declare -A WANT=([AuthFunction]="secrets ses" [UserFunction]="secrets" [ChatroomFunction]="secrets sqs dynamodb"
+declare -A WANT=([AuthFunction]="secrets ses" [UserFunction]="secrets stripe" [ChatroomFunction]="secrets sqs dynamodb"
     [StreamFunction]="secrets" [SubscriptionFunction]="secrets stripe dynamodb"
     [StripeWebhookFunction]="secrets stripe" [ReplyWorkerFunction]="secrets gemini dynamodb sqs" [MigrateFunction]="secrets")
 for logical in "${!BINARY[@]}"; do

@@ -46,7 +46,8 @@ pub async fn run(
             let turns = worker
                 .conversation(&latest[0])
                 .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+                .map_err(|e| anyhow::anyhow!(e))?
+                .turns;
             build.push(ms(started.elapsed()));
             anyhow::ensure!(
                 turns.len() > 2 && turns.len() <= 21,

@@ -96,7 +96,7 @@ async fn run_sweeper(worker: Worker) {
     let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
     loop {
         tick.tick().await;
-        if let Err(e) = worker.sweep().await {
+        if let Err(e) = shared::maintenance::sweep(&worker).await {
             tracing::warn!(reason = %e.0, "local sweep failed; the next one retries");
         }
     }

@@ -180,7 +180,12 @@ impl FromStr for QuotaBackend {
 pub struct GeminiSettings {
     /// `None` means no key: the local server then uses the offline reply provider.
     pub api_key: Option<Secret>,
+    /// The default model (`GEMINI_MODEL`).
     pub model: String,
+    /// What a chatroom may choose (`GEMINI_MODELS`, comma-separated; always holds the
+    /// default) and which of those only Pro users may (`GEMINI_PRO_ONLY_MODELS`).
+    pub models: Vec<String>,
+    pub pro_only_models: Vec<String>,
     pub base_url: String,
     pub request_timeout: Duration,
     /// Time allowed for retries of 429/5xx inside one delivery before SQS redelivers.
@@ -273,6 +278,14 @@ impl Config {
             });
         }
         let ip_defaults = IpLimits::default();
+        let default_model = env
+            .optional("GEMINI_MODEL")
+            .unwrap_or_else(|| "gemini-2.5-flash".into());
+        let (models, pro_only_models) = model_lists(
+            &default_model,
+            env.optional("GEMINI_MODELS").as_deref(),
+            env.optional("GEMINI_PRO_ONLY_MODELS").as_deref(),
+        )?;
         Ok(Self {
             database_url: database.url,
             database_credentials: database.credentials,
@@ -311,9 +324,9 @@ impl Config {
             reply_queue_url: env.optional("REPLY_QUEUE_URL"),
             gemini: GeminiSettings {
                 api_key: env.optional("GOOGLE_API_KEY").map(Secret::new),
-                model: env
-                    .optional("GEMINI_MODEL")
-                    .unwrap_or_else(|| "gemini-2.5-flash".into()),
+                model: default_model.clone(),
+                models,
+                pro_only_models,
                 base_url: env
                     .optional("GEMINI_BASE_URL")
                     .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into())
@@ -344,6 +357,57 @@ impl Config {
             streams_per_user: env.parsed("STREAMS_PER_USER", 5)?,
         })
     }
+}
+
+/// The allow-list of models: `GEMINI_MODELS` (default: only the default model), which
+/// always includes the default; the Pro-only ones must be in it, and the default may not
+/// be one of them (a Basic user's chatroom falls back to it).
+fn model_lists(
+    default: &str,
+    models: Option<&str>,
+    pro_only: Option<&str>,
+) -> Result<(Vec<String>, Vec<String>), ConfigError> {
+    let split = |raw: Option<&str>| -> Vec<String> {
+        raw.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut all = vec![default.to_string()];
+    for m in split(models) {
+        if !all.contains(&m) {
+            all.push(m);
+        }
+    }
+    let valid = |m: &String| {
+        m.len() <= 100
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    };
+    if let Some(bad) = all.iter().find(|m| !valid(m)) {
+        return Err(ConfigError {
+            var: "GEMINI_MODELS",
+            reason: format!("`{bad}` is not a model name (letters, digits, - . _)"),
+        });
+    }
+    let pro_only = split(pro_only);
+    for m in &pro_only {
+        if !all.contains(m) {
+            return Err(ConfigError {
+                var: "GEMINI_PRO_ONLY_MODELS",
+                reason: format!("`{m}` is not in GEMINI_MODELS"),
+            });
+        }
+        if m == default {
+            return Err(ConfigError {
+                var: "GEMINI_PRO_ONLY_MODELS",
+                reason: format!("`{m}` is the default model (GEMINI_MODEL), which every user gets"),
+            });
+        }
+    }
+    Ok((all, pro_only))
 }
 
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
@@ -411,6 +475,27 @@ mod tests {
         assert_eq!(c.db_pool_size, 2);
         assert_eq!(c.otp_delivery, OtpDelivery::Log);
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn model_allow_list() {
+        let c = Config::from_lookup(lookup(BASE)).unwrap();
+        assert_eq!(c.gemini.models, vec!["gemini-2.5-flash".to_string()]);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("GEMINI_MODELS", "gemini-2.5-pro, gemini-2.5-flash"));
+        pairs.push(("GEMINI_PRO_ONLY_MODELS", "gemini-2.5-pro"));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.gemini.models, ["gemini-2.5-flash", "gemini-2.5-pro"]);
+        assert_eq!(c.gemini.pro_only_models, ["gemini-2.5-pro"]);
+        pairs.push(("GEMINI_MODEL", "gemini-2.5-pro"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert_eq!(err.var, "GEMINI_PRO_ONLY_MODELS");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("GEMINI_MODELS", "a/b"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap_err().var,
+            "GEMINI_MODELS"
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum AppError {
          (send the password along with the code to keep it)"
     )]
     EmailNotVerified,
+    /// Allowed to others, not to this caller (403), e.g. `pro_model_required`.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
     #[error("an account with this email already exists")]
@@ -42,6 +45,13 @@ pub enum AppError {
     RequestInProgress { retry_after: u64 },
     #[error("too many requests; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// A route's own rate limit (429 with its code, e.g. `export_rate_limited`).
+    #[error("{message}")]
+    RateLimited {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     /// The user has `limit` live streams open already (429).
     #[error(
         "{limit} live streams are open for this account; close one, or retry in {retry_after} s"

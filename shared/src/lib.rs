@@ -1,6 +1,7 @@
 //! The shared library of chatroom-lambda: configuration, errors, storage clients,
 //! and the domain logic every Lambda function and the local server use.
 
+pub mod account;
 pub mod auth;
 pub mod billing;
 pub mod bootstrap;
@@ -9,6 +10,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod maintenance;
 pub mod quota;
 pub mod state;
 pub mod store;

@@ -163,6 +163,8 @@ pub fn test_config(database_url: &str) -> Config {
         gemini: shared::config::GeminiSettings {
             api_key: Some(Secret::new("test-gemini-key")),
             model: "gemini-test".into(),
+            models: vec!["gemini-test".into(), "gemini-test-pro".into()],
+            pro_only_models: vec!["gemini-test-pro".into()],
             base_url: "http://127.0.0.1:1".into(),
             request_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(3),
@@ -731,6 +733,20 @@ impl TestApp {
             .respond_with(
                 wiremock::ResponseTemplate::new(200).set_body_json(session_json("cs_test_1")),
             )
+            .mount(&app.stripe)
+            .await;
+        // Cancelling a subscription (DELETE /user/me) answers it canceled.
+        wiremock::Mock::given(wiremock::matchers::method("DELETE"))
+            .and(wiremock::matchers::path_regex(
+                r"^/v1/subscriptions/sub_[A-Za-z0-9_]+$",
+            ))
+            .and(wiremock::matchers::header(
+                "authorization",
+                "Bearer sk_test_fake",
+            ))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+                "id": "sub_cancelled", "object": "subscription", "status": "canceled"
+            })))
             .mount(&app.stripe)
             .await;
         wiremock::Mock::given(wiremock::matchers::method("POST"))

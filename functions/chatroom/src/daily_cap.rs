@@ -1,4 +1,6 @@
-//! The daily cap on `POST /chatroom/{id}/message`, as a route middleware.
+//! The daily cap on everything that asks the model for a reply (`POST .../message`,
+//! `POST .../messages/{message_id}/regenerate`, `PATCH .../messages/{message_id}`), as a
+//! route middleware.
 //!
 //! Order matters: authentication and ownership first (a 401 or 404 costs nothing),
 //! then idempotent retries (free: the stored answer, or 409 `request_in_progress` while
@@ -25,10 +27,23 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 pub async fn enforce(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(chatroom): Path<Uuid>,
+    Path(params): Path<Vec<(String, String)>>,
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
+    let id = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| {
+                Uuid::parse_str(v)
+                    .map_err(|_| AppError::BadRequest(format!("{name} is not a UUID")))
+            })
+            .transpose()
+    };
+    let chatroom = id("id")?.ok_or_else(|| AppError::BadRequest("no chatroom id".into()))?;
+    let message = id("message_id")?;
+    let regenerate = request.uri().path().ends_with("/regenerate");
     chat::ensure_owned(&state, user.id, chatroom).await?;
     let now = Utc::now();
     let day = quota::today(now);
@@ -46,11 +61,17 @@ pub async fn enforce(
             .ok()
             .and_then(|v| v.get("content").and_then(|c| c.as_str()).map(str::to_owned));
         request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let action = match (message, content.as_deref()) {
+            (Some(message), _) if regenerate => Some(chat::Action::Regenerate(message)),
+            (Some(message), Some(content)) => Some(chat::Action::Edit(message, content)),
+            (None, Some(content)) => Some(chat::Action::Send(content)),
+            _ => None,
+        };
         // A body without `content` cannot be compared with the stored request: let the
         // handler reject it (the unit it costs is given back).
-        if let Some(content) = content.as_deref() {
+        if let Some(action) = action {
             let mut marked = false;
-            let early = answer_retry(&state, user.id, &key, chatroom, content, &mut marked).await;
+            let early = answer_retry(&state, user.id, &key, chatroom, action, &mut marked).await;
             if marked {
                 in_flight = Some(key);
             }
@@ -97,7 +118,7 @@ async fn answer_retry(
     user: Uuid,
     key: &str,
     chatroom: Uuid,
-    content: &str,
+    action: chat::Action<'_>,
     marked: &mut bool,
 ) -> Result<Option<Response>, AppError> {
     let replayed = |body| {
@@ -119,7 +140,7 @@ async fn answer_retry(
             false
         }
     };
-    match chat::find_replay(state, user, key, chatroom, Some(content)).await {
+    match chat::find_replay(state, user, key, chatroom, Some(action)).await {
         Ok(Some(body)) => {
             if *marked {
                 idempotency::clear_in_flight(&state.redis, user, key).await;

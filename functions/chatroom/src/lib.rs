@@ -5,7 +5,7 @@ mod daily_cap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -30,24 +30,38 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chatroom/{id}/messages"),
     ("POST", "/chatroom/{id}/message"),
     ("GET", "/chatroom/{id}/messages/{message_id}"),
+    ("PATCH", "/chatroom/{id}/messages/{message_id}"),
     ("POST", "/chatroom/{id}/messages/{message_id}/cancel"),
+    ("POST", "/chatroom/{id}/messages/{message_id}/regenerate"),
+    ("GET", "/models"),
+    ("GET", "/search"),
 ];
 
 pub fn routes(state: AppState) -> Router {
-    let send = post(send_message).route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        daily_cap::enforce,
-    ));
+    // Everything that asks the model for a reply counts against the daily cap.
+    let capped = || axum::middleware::from_fn_with_state(state.clone(), daily_cap::enforce);
     Router::new()
         .route("/chatroom", post(create).get(list))
-        .route("/chatroom/{id}", get(show).patch(rename).delete(remove))
+        .route("/chatroom/{id}", get(show).patch(update).delete(remove))
         .route("/chatroom/{id}/messages", get(page))
-        .route("/chatroom/{id}/message", send)
-        .route("/chatroom/{id}/messages/{message_id}", get(show_message))
+        .route(
+            "/chatroom/{id}/message",
+            post(send_message).route_layer(capped()),
+        )
+        .route(
+            "/chatroom/{id}/messages/{message_id}",
+            get(show_message).merge(patch(edit_message).route_layer(capped())),
+        )
         .route(
             "/chatroom/{id}/messages/{message_id}/cancel",
             post(cancel_message),
         )
+        .route(
+            "/chatroom/{id}/messages/{message_id}/regenerate",
+            post(regenerate).route_layer(capped()),
+        )
+        .route("/models", get(models))
+        .route("/search", get(search))
         .with_state(state)
 }
 
@@ -57,11 +71,15 @@ pub fn routes(state: AppState) -> Router {
     list,
     show,
     page,
-    rename,
+    update,
     remove,
     send_message,
     show_message,
-    cancel_message
+    edit_message,
+    cancel_message,
+    regenerate,
+    models,
+    search
 ))]
 pub struct Api;
 
@@ -72,9 +90,45 @@ struct CreateBody {
 }
 
 #[derive(Deserialize, ToSchema)]
-struct RenameBody {
+struct UpdateBody {
     /// 1–100 characters after trimming.
-    name: String,
+    name: Option<String>,
+    /// Up to 4,000 characters, sent to the model as this conversation's instructions
+    /// (after the service's own); `null` or blank clears them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    instructions: Option<Option<String>>,
+    /// One of `GET /models`; `null` returns to the default. Pro-only models need Pro.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    model: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`, by default).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize, ToSchema)]
+struct Models {
+    /// Used when a chatroom has no model of its own.
+    default: String,
+    models: Vec<chat::settings::ModelChoice>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SearchQuery {
+    /// 1–1000 characters: words, "a phrase", `or`, `-word` (web-search syntax).
+    q: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1–50, default 20.
+    limit: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -216,16 +270,26 @@ async fn page(
     Ok(Json(page_body(room, page)))
 }
 
-/// Rename a chatroom.
+/// Rename a chatroom, or set its instructions and model (any of the three; an absent
+/// field is left as it is).
 #[utoipa::path(patch, path = "/chatroom/{id}", tag = "chatroom", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), request_body = RenameBody, responses((status = 200, body = OneChatroom)))]
-async fn rename(
+    params(("id" = Uuid, Path)), request_body = UpdateBody,
+    responses((status = 200, body = OneChatroom),
+        (status = 403, description = "`pro_model_required`: the model is for Pro users"),
+        (status = 422, description = "`validation_error`: no field, a name or instructions too long, a model not in `GET /models`")))]
+async fn update(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<Uuid>,
-    ApiJson(body): ApiJson<RenameBody>,
+    ApiJson(body): ApiJson<UpdateBody>,
 ) -> AppResult<Json<OneChatroom>> {
-    let chatroom = chat::rename_chatroom(&state, user.id, id, &body.name).await?;
+    use chat::settings::Change;
+    let change = chat::ChatroomChange {
+        name: body.name,
+        instructions: Change::from_field(body.instructions),
+        model: Change::from_field(body.model),
+    };
+    let chatroom = chat::update_chatroom(&state, user.id, &user.tier, id, change).await?;
     Ok(Json(OneChatroom { chatroom }))
 }
 
@@ -264,13 +328,89 @@ async fn send_message(
 ) -> AppResult<Response> {
     let key = idempotency_key(&headers)?;
     let sent = chat::send_message(&state, user.id, id, &body.content, key.as_deref()).await?;
+    Ok(accepted(sent))
+}
+
+fn accepted(sent: chat::Sent) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(sent.body)).into_response();
     if sent.replayed {
         response
             .headers_mut()
             .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
+}
+
+/// Ask again: the newest message's reply is deleted and a new one is written by the
+/// worker (and streamed live) as for a send. Counts against the daily cap like a send.
+#[utoipa::path(post, path = "/chatroom/{id}/messages/{message_id}/regenerate", tag = "chatroom",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for a send")),
+    responses((status = 202, body = Accepted, description = "The message, `pending` again"),
+        (status = 409, description = "`not_latest_message`: only the newest message can be asked again; \
+`reply_in_progress`: its reply is still being written (wait, or cancel it); or an idempotency conflict as for a send"),
+        (status = 429, description = "`daily_limit_reached`")))]
+async fn regenerate(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, message_id)): Path<(Uuid, Uuid)>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let what = chat::resend::Resend::Regenerate;
+    let sent = chat::resend::resend(&state, user.id, id, message_id, what, key.as_deref()).await?;
+    Ok(accepted(sent))
+}
+
+/// Edit the newest message and have it answered afresh: its reply is deleted and a new
+/// one queued, as for a send (same cap and idempotency rules).
+#[utoipa::path(patch, path = "/chatroom/{id}/messages/{message_id}", tag = "chatroom",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for a send")),
+    request_body = SendBody,
+    responses((status = 202, body = Accepted, description = "The edited message, `pending`, with `edited_at`"),
+        (status = 409, description = "`not_latest_message` or `reply_in_progress`, as for regenerate"),
+        (status = 429, description = "`daily_limit_reached`")))]
+async fn edit_message(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, message_id)): Path<(Uuid, Uuid)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendBody>,
+) -> AppResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let what = chat::resend::Resend::Edit(body.content);
+    let sent = chat::resend::resend(&state, user.id, id, message_id, what, key.as_deref()).await?;
+    Ok(accepted(sent))
+}
+
+/// The models a chatroom may choose (`PATCH /chatroom/{id}` `model`), default first.
+#[utoipa::path(get, path = "/models", tag = "chatroom", security(("bearer" = [])),
+    responses((status = 200, body = Models)))]
+async fn models(State(state): State<AppState>, AuthUser(_): AuthUser) -> Json<Models> {
+    Json(Models {
+        default: state.config.gemini.model.clone(),
+        models: chat::settings::choices(&state.config.gemini),
+    })
+}
+
+/// Search the caller's messages and replies (PostgreSQL full-text search, `simple`
+/// configuration), best match first, with a highlighted snippet.
+#[utoipa::path(get, path = "/search", tag = "chatroom", security(("bearer" = [])),
+    params(SearchQuery),
+    responses((status = 200, body = chat::search::Results),
+        (status = 422, description = "`validation_error`: q blank or over 1,000 characters, a bad limit or cursor")))]
+async fn search(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(q): Query<SearchQuery>,
+) -> AppResult<Json<chat::search::Results>> {
+    let query = q.q.unwrap_or_default();
+    let results =
+        chat::search::search(&state, user.id, &query, q.cursor.as_deref(), q.limit).await?;
+    Ok(Json(results))
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {

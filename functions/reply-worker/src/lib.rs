@@ -22,7 +22,7 @@ pub async fn handle_event(
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     if event.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event") {
-        let report = worker.sweep().await;
+        let report = shared::maintenance::sweep(worker).await;
         shared::telemetry::metrics::flush();
         let report = report.map_err(|e| e.to_string())?;
         return serde_json::to_value(report).map_err(|e| e.to_string());

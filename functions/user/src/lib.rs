@@ -1,24 +1,36 @@
-//! Routes of the user function.
+//! Routes of the user function: the profile, the data export, closing the account.
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use utoipa::OpenApi;
+use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 
-use shared::AppState;
 use shared::auth::users::UserView;
-use shared::http::AuthUser;
+use shared::http::{ApiJson, AuthUser, ClientIp};
+use shared::{AppResult, AppState, account};
 
 /// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
 /// must route exactly these here (checked by the route tests).
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/user/me")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/user/me"),
+    ("DELETE", "/user/me"),
+    ("GET", "/user/export"),
+];
 
 pub fn routes(state: AppState) -> Router {
-    Router::new().route("/user/me", get(me)).with_state(state)
+    Router::new()
+        .route("/user/me", get(me).delete(delete_me))
+        .route("/user/export", get(export))
+        .with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(me))]
+#[openapi(paths(me, delete_me, export))]
 pub struct Api;
 
 /// The signed-in user.
@@ -26,4 +38,55 @@ pub struct Api;
     responses((status = 200, body = UserView)))]
 async fn me(AuthUser(user): AuthUser) -> Json<UserView> {
     Json(UserView::from(&user))
+}
+
+#[derive(Deserialize, ToSchema)]
+struct DeleteBody {
+    /// A sign-in code sent to the account's address (`POST /auth/send-otp`) for this.
+    otp: String,
+}
+
+/// Close the account: confirmed by a fresh sign-in code. A live Pro subscription is
+/// cancelled at once; chatrooms, messages, live streams and cached data are deleted and
+/// every token is revoked. The address may sign up again, as a new account.
+#[utoipa::path(delete, path = "/user/me", tag = "user", security(("bearer" = [])),
+    request_body = DeleteBody,
+    responses((status = 204, description = "Closed"),
+        (status = 401, description = "`invalid_otp`: the code is wrong, used or expired"),
+        (status = 503, description = "`billing_unavailable`: the subscription could not be cancelled; nothing was deleted")))]
+async fn delete_me(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    // Wrong codes count against the address (and this source, where known): the caller
+    // holds a token already, so the address's own throttle is what matters here.
+    ClientIp(source): ClientIp,
+    ApiJson(body): ApiJson<DeleteBody>,
+) -> AppResult<StatusCode> {
+    account::delete::delete_account(&state, &user, &body.otp, source.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything the account holds, as one JSON document (written as it is read): the
+/// account, its subscriptions, and every chatroom with its instructions, model and
+/// messages (status and timestamps). Once per 10 minutes. Through API Gateway a
+/// response is at most 6 MB (docs/api.md, Export).
+#[utoipa::path(get, path = "/user/export", tag = "user", security(("bearer" = [])),
+    responses((status = 200, description = "The export (attachment, application/json)", content_type = "application/json"),
+        (status = 429, description = "`export_rate_limited`: one export per 10 minutes",
+            headers(("Retry-After" = u64, description = "Seconds until the next export")))))]
+async fn export(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
+    let chunks = account::export::document(&state, &user).await?;
+    let name = format!(
+        "attachment; filename=\"chatroom-export-{}.json\"",
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }

@@ -85,7 +85,8 @@ pub async fn insert(
 }
 
 pub async fn by_email(db: &deadpool_postgres::Client, email: &Email) -> AppResult<Option<User>> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
+    // A closed account (DELETE /user/me) is never signed into, even before it is gone.
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL");
     Ok(db
         .query_opt(&db.prepare_cached(&sql).await?, &[&email.as_str()])
         .await?

@@ -34,4 +34,6 @@ pub trait BillingProvider: Send + Sync {
     /// The subscription as the provider holds it now: its API object, read by the
     /// webhook's own parser (the same few fields as in an event).
     async fn fetch_subscription(&self, id: &str) -> Result<serde_json::Value, ProviderError>;
+    /// Cancels the subscription now (no further charge); one already canceled is fine.
+    async fn cancel_subscription(&self, id: &str) -> Result<(), ProviderError>;
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::subscription::RetrieveSubscription;
+use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -148,5 +148,28 @@ impl BillingProvider for StripeBilling {
             .map_err(err)?;
         serde_json::from_str(&miniserde::json::to_string(&raw))
             .map_err(|e| ProviderError(format!("subscription {id}: {e}")))
+    }
+
+    async fn cancel_subscription(&self, id: &str) -> Result<(), ProviderError> {
+        let cancelled = CancelSubscription::new(id)
+            .build()
+            .customize::<miniserde::json::Value>()
+            .send(&self.client)
+            .await;
+        match cancelled {
+            Ok(_) => Ok(()),
+            // Stripe refuses to cancel twice: a retry after a lost answer reads it instead.
+            Err(e) => match self.fetch_subscription(id).await {
+                Ok(sub)
+                    if matches!(
+                        sub["status"].as_str(),
+                        Some("canceled" | "incomplete_expired")
+                    ) =>
+                {
+                    Ok(())
+                }
+                _ => Err(err(e)),
+            },
+        }
     }
 }

@@ -6,12 +6,17 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::chat::settings::Change;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Chatroom {
     pub id: Uuid,
     pub name: Option<String>,
+    /// Instructions the model follows in this chatroom (its system instruction).
+    pub instructions: Option<String>,
+    /// The model replies come from; `null`: the service's default (`GET /models`).
+    pub model: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
@@ -39,7 +44,7 @@ pub fn parse_name(raw: &str) -> AppResult<String> {
 /// What clients see. `last_activity_at` is not stored: it is the newest message's time (or
 /// the creation time), one probe of `messages_by_chatroom` per chatroom, so sending a
 /// message writes nothing to the chatroom row (no hot row, no bloat; see V6).
-const COLUMNS: &str = "c.id, c.name, c.created_at, c.updated_at, \
+const COLUMNS: &str = "c.id, c.name, c.instructions, c.model, c.created_at, c.updated_at, \
      GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
          WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at";
 
@@ -47,6 +52,8 @@ fn from_row(row: &Row) -> Chatroom {
     Chatroom {
         id: row.get("id"),
         name: row.get("name"),
+        instructions: row.get("instructions"),
+        model: row.get("model"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
         last_activity_at: row.get("last_activity_at"),
@@ -92,7 +99,8 @@ pub async fn create(db: &mut Db, user: Uuid, name: Option<&str>) -> AppResult<Ch
     }
     // A new chatroom has no messages: its latest activity is its creation.
     let sql = "INSERT INTO chatrooms (id, user_id, name) VALUES ($1, $2, $3) \
-               RETURNING id, name, created_at, updated_at, created_at AS last_activity_at";
+               RETURNING id, name, instructions, model, created_at, updated_at, \
+               created_at AS last_activity_at";
     let room = from_row(
         &tx.query_one(
             &tx.prepare_cached(sql).await?,
@@ -181,13 +189,63 @@ pub async fn is_owned(db: &Db, user: Uuid, id: Uuid) -> AppResult<bool> {
         .is_some())
 }
 
-pub async fn rename(db: &Db, user: Uuid, id: Uuid, name: &str) -> AppResult<Option<Chatroom>> {
+/// What `PATCH /chatroom/{id}` changes; `Keep` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct Update {
+    pub name: Option<String>,
+    pub instructions: Change<String>,
+    pub model: Change<String>,
+}
+
+/// Applies `update` in one statement; `None` when `user` owns no such chatroom.
+pub async fn update(db: &Db, user: Uuid, id: Uuid, update: &Update) -> AppResult<Option<Chatroom>> {
     let sql = format!(
-        "WITH c AS (UPDATE chatrooms SET name = $3, updated_at = now() \
+        "WITH c AS (UPDATE chatrooms SET name = coalesce($3, name), \
+                 instructions = CASE WHEN $4 THEN $5 ELSE instructions END, \
+                 model = CASE WHEN $6 THEN $7 ELSE model END, updated_at = now() \
              WHERE id = $1 AND user_id = $2 RETURNING *) \
          SELECT {COLUMNS} FROM c"
     );
-    one(db, &sql, &[&id, &user, &name]).await
+    let value = |c: &Change<String>| match c {
+        Change::Set(v) => Some(v.clone()),
+        _ => None,
+    };
+    one(
+        db,
+        &sql,
+        &[
+            &id,
+            &user,
+            &update.name,
+            &!update.instructions.is_keep(),
+            &value(&update.instructions),
+            &!update.model.is_keep(),
+            &value(&update.model),
+        ],
+    )
+    .await
+}
+
+/// What a reply in this chatroom is asked with: its instructions, its chosen model and
+/// its owner's tier (a Pro-only model lapses with Pro).
+#[derive(Debug, Default)]
+pub struct ReplySettings {
+    pub instructions: Option<String>,
+    pub model: Option<String>,
+    pub tier: String,
+}
+
+pub async fn reply_settings(db: &Db, id: Uuid) -> AppResult<Option<ReplySettings>> {
+    let sql = "SELECT c.instructions, c.model, u.tier FROM chatrooms c \
+               JOIN users u ON u.id = c.user_id WHERE c.id = $1";
+    Ok(db
+        .query_opt(&db.prepare_cached(sql).await?, &[&id])
+        .await?
+        .map(|r| ReplySettings {
+            instructions: r.get(0),
+            model: r.get(1),
+            tier: r.get(2),
+        }))
 }
 
 pub async fn delete(db: &Db, user: Uuid, id: Uuid) -> AppResult<bool> {

@@ -43,6 +43,8 @@ pub struct Message {
     pub finish_reason: Option<String>,
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// For a user message edited after it was sent (`PATCH`): when.
+    pub edited_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub seq: i64,
     #[serde(skip)]
@@ -58,7 +60,7 @@ impl Message {
 pub const CONTENT_MAX: usize = 4000;
 
 const COLUMNS: &str = "id, seq, chatroom_id, user_id, role, content, status, reply_to, \
-                       finish_reason, failure_reason, created_at";
+                       finish_reason, failure_reason, created_at, edited_at";
 
 pub fn from_row(row: &Row) -> Message {
     Message {
@@ -73,6 +75,7 @@ pub fn from_row(row: &Row) -> Message {
         finish_reason: row.get("finish_reason"),
         failure_reason: row.get("failure_reason"),
         created_at: row.get("created_at"),
+        edited_at: row.get("edited_at"),
     }
 }
 
@@ -212,9 +215,9 @@ pub async fn history<C: GenericClient>(
     Ok(out)
 }
 
-/// Marks a still-pending user message `failed`; its owner when it was still pending.
-/// Ends a pending message `failed`; its owner and when it was sent (the day its unit
-/// was counted), or `None` when it was no longer pending.
+/// Ends a pending message `failed`; its owner and when its reply was asked for (sent,
+/// or last regenerated or edited: the day its unit was counted), or `None` when it was
+/// no longer pending.
 pub async fn mark_failed<C: GenericClient>(
     db: &C,
     id: Uuid,
@@ -222,9 +225,10 @@ pub async fn mark_failed<C: GenericClient>(
 ) -> AppResult<Option<(Uuid, DateTime<Utc>)>> {
     let sql = "WITH failed AS ( \
                    UPDATE messages SET status = 'failed', failure_reason = $2, updated_at = now() \
-                   WHERE id = $1 AND status = 'pending' RETURNING id, user_id, created_at), \
+                   WHERE id = $1 AND status = 'pending' \
+                   RETURNING id, user_id, coalesce(requested_at, created_at) AS asked_at), \
                unlisted AS (DELETE FROM pending_messages WHERE message_id IN (SELECT id FROM failed)) \
-               SELECT user_id, created_at FROM failed";
+               SELECT user_id, asked_at FROM failed";
     let row = db
         .query_opt(&db.prepare_cached(sql).await?, &[&id, &reason])
         .await?;
@@ -389,4 +393,49 @@ pub async fn request_cancel<C: GenericClient>(db: &C, id: Uuid) -> AppResult<boo
         )
         .await?;
     Ok(n == 1)
+}
+
+/// The user message `id` of `user` in `chatroom`, locked for the rest of the transaction,
+/// with the `seq` of the chatroom's newest user message; `None` when there is no such
+/// message.
+pub async fn lock_with_newest<C: GenericClient>(
+    db: &C,
+    user: Uuid,
+    chatroom: Uuid,
+    id: Uuid,
+) -> AppResult<Option<(Message, i64)>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, (SELECT max(n.seq) FROM messages n \
+             WHERE n.chatroom_id = $2 AND n.role = 'user') AS newest \
+         FROM messages WHERE id = $1 AND chatroom_id = $2 AND user_id = $3 AND role = 'user' \
+         FOR UPDATE"
+    );
+    let row = db
+        .query_opt(&db.prepare_cached(&sql).await?, &[&id, &chatroom, &user])
+        .await?;
+    Ok(row.map(|r| (from_row(&r), r.get("newest"))))
+}
+
+/// Asks again for a reply to a finished user message: its reply goes, the message is
+/// pending again (with `content` replacing its text, for an edit) and back on the
+/// sweeper's list, with no attempts, lease or cancel left from before.
+pub async fn reopen<C: GenericClient>(
+    db: &C,
+    id: Uuid,
+    content: Option<&str>,
+) -> AppResult<Message> {
+    let sql = format!(
+        "WITH gone AS (DELETE FROM messages WHERE reply_to = $1), \
+         listed AS (INSERT INTO pending_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING) \
+         UPDATE messages SET content = coalesce($2, content), \
+             edited_at = CASE WHEN $2 IS NULL THEN edited_at ELSE now() END, \
+             status = 'pending', failure_reason = NULL, attempts = 0, lease_owner = NULL, \
+             lease_until = NULL, cancel_requested_at = NULL, requested_at = now(), \
+             updated_at = now() \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = db
+        .query_one(&db.prepare_cached(&sql).await?, &[&id, &content])
+        .await?;
+    Ok(from_row(&row))
 }

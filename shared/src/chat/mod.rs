@@ -7,6 +7,9 @@ pub mod live;
 pub mod messages;
 pub mod model;
 pub mod outcome;
+pub mod resend;
+pub mod search;
+pub mod settings;
 pub mod worker;
 
 use std::time::Duration;
@@ -161,14 +164,50 @@ pub async fn messages_page(
     ))
 }
 
-pub async fn rename_chatroom(
+/// What a `PATCH /chatroom/{id}` asks for, as received.
+#[derive(Debug, Default)]
+pub struct ChatroomChange {
+    pub name: Option<String>,
+    pub instructions: settings::Change<String>,
+    pub model: settings::Change<String>,
+}
+
+/// Renames a chatroom and/or sets its instructions and model. `tier` is the caller's: a
+/// Pro-only model is refused to a Basic user (403 `pro_model_required`).
+pub async fn update_chatroom(
     state: &AppState,
     user: Uuid,
+    tier: &str,
     id: Uuid,
-    name: &str,
+    change: ChatroomChange,
 ) -> AppResult<Chatroom> {
-    let name = chatrooms::parse_name(name)?;
-    let room = chatrooms::rename(&state.db().await?, user, id, &name)
+    use settings::Change;
+    if change.name.is_none() && change.instructions.is_keep() && change.model.is_keep() {
+        return Err(AppError::validation(
+            "give at least one of name, instructions, model",
+        ));
+    }
+    let name = change
+        .name
+        .as_deref()
+        .map(chatrooms::parse_name)
+        .transpose()?;
+    let instructions = match change.instructions {
+        Change::Set(raw) => match settings::parse_instructions(&raw)? {
+            Some(text) => Change::Set(text),
+            None => Change::Clear,
+        },
+        other => other,
+    };
+    if let Change::Set(model) = &change.model {
+        settings::check_choice(&state.config.gemini, model, tier)?;
+    }
+    let update = chatrooms::Update {
+        name,
+        instructions,
+        model: change.model,
+    };
+    let room = chatrooms::update(&state.db().await?, user, id, &update)
         .await?
         .ok_or_else(not_found)?;
     cache::invalidate(&state.redis, user).await;
@@ -240,8 +279,32 @@ pub fn validate_idempotency_key(key: &str) -> AppResult<()> {
     Ok(())
 }
 
-fn request_hash(chatroom: Uuid, content: &str) -> String {
-    hex::encode(Sha256::digest(format!("{chatroom}\0{content}")))
+/// What an `Idempotency-Key` is bound to, besides the chatroom: a reused key with
+/// another request answers 409 `idempotency_key_reused`.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    Send(&'a str),
+    Edit(Uuid, &'a str),
+    Regenerate(Uuid),
+}
+
+impl Action<'_> {
+    /// A send is its content (as stored by earlier versions); the others are tagged.
+    /// Content never holds NUL (`validate_content`), so no two actions look alike.
+    fn fingerprint(&self) -> String {
+        match self {
+            Action::Send(content) => (*content).to_string(),
+            Action::Edit(id, content) => format!("edit\0{id}\0{content}"),
+            Action::Regenerate(id) => format!("regenerate\0{id}"),
+        }
+    }
+}
+
+fn request_hash(chatroom: Uuid, action: Action<'_>) -> String {
+    hex::encode(Sha256::digest(format!(
+        "{chatroom}\0{}",
+        action.fingerprint()
+    )))
 }
 
 pub struct Sent {
@@ -251,23 +314,24 @@ pub struct Sent {
     pub replayed: bool,
 }
 
-/// The stored answer for an idempotency key, if this user used it before.
+/// The stored answer for an idempotency key, if this user used it before; 409 when it
+/// was used for another request than `action` (`None`: not compared).
 pub async fn find_replay(
     state: &AppState,
     user: Uuid,
     key: &str,
     chatroom: Uuid,
-    content: Option<&str>,
+    action: Option<Action<'_>>,
 ) -> AppResult<Option<Value>> {
-    replay_on(&state.db().await?, user, key, chatroom, content).await
+    replay_on(&state.db().await?, user, key, chatroom, action).await
 }
 
-async fn replay_on(
-    db: &deadpool_postgres::Client,
+async fn replay_on<C: deadpool_postgres::GenericClient>(
+    db: &C,
     user: Uuid,
     key: &str,
     chatroom: Uuid,
-    content: Option<&str>,
+    action: Option<Action<'_>>,
 ) -> AppResult<Option<Value>> {
     // An expired key (older than a day) is forgotten, even before the sweeper purges it.
     let sql = format!(
@@ -278,8 +342,8 @@ async fn replay_on(
     let row = db.query_opt(&sql, &[&user, &key]).await?;
     let Some(row) = row else { return Ok(None) };
     let stored_hash: String = row.get(0);
-    if let Some(content) = content
-        && stored_hash != request_hash(chatroom, content)
+    if let Some(action) = action
+        && stored_hash != request_hash(chatroom, action)
     {
         return Err(AppError::Conflict {
             code: "idempotency_key_reused",
@@ -332,44 +396,15 @@ async fn store_and_queue(
             .ok_or_else(not_found)?,
         // The message and its idempotency record commit together.
         Some(key) => {
+            let action = Action::Send(content);
             let tx = db.transaction().await?;
             let message = messages::insert_user_message(&tx, user, chatroom, content)
                 .await?
                 .ok_or_else(not_found)?;
-            let stored = tx
-                .execute(
-                    "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (user_id, key) DO UPDATE SET request_hash = $3, \
-                     message_id = $4, response = $5, created_at = now() \
-                     WHERE idempotency_keys.created_at <= now() - interval '24 hours'",
-                    &[
-                        &user,
-                        &key,
-                        &request_hash(chatroom, content),
-                        &message.id,
-                        &json!({ "message": message_view(&message) }),
-                    ],
-                )
-                .await?;
-            if stored == 0 {
+            if !record_key(&tx, user, key, chatroom, action, &message).await? {
                 // A concurrent request with the same key won the race: answer as it did.
                 tx.rollback().await?;
-                // On the connection already held: asking the pool for a second one could
-                // wait forever with a pool of one. No row means that request could not
-                // queue its message and freed the key again.
-                let body = replay_on(&db, user, key, chatroom, Some(content))
-                    .await?
-                    .ok_or_else(|| AppError::Unavailable {
-                        code: "queue_unavailable",
-                        message: "an earlier request with this Idempotency-Key could not be \
-                                  queued; retry shortly"
-                            .into(),
-                    })?;
-                return Ok(Sent {
-                    body,
-                    replayed: true,
-                });
+                return replay_after_race(&db, user, key, chatroom, action).await;
             }
             tx.commit().await?;
             message
@@ -383,6 +418,59 @@ async fn store_and_queue(
     Ok(Sent {
         body,
         replayed: false,
+    })
+}
+
+/// Stores the 202 for `key` beside the message it queued, in the caller's transaction;
+/// `false` when a live record of the key exists already (a concurrent request won).
+async fn record_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user: Uuid,
+    key: &str,
+    chatroom: Uuid,
+    action: Action<'_>,
+    message: &Message,
+) -> AppResult<bool> {
+    let stored = tx
+        .execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, message_id, response) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, key) DO UPDATE SET request_hash = $3, \
+             message_id = $4, response = $5, created_at = now() \
+             WHERE idempotency_keys.created_at <= now() - interval '24 hours'",
+            &[
+                &user,
+                &key,
+                &request_hash(chatroom, action),
+                &message.id,
+                &json!({ "message": message_view(message) }),
+            ],
+        )
+        .await?;
+    Ok(stored == 1)
+}
+
+/// The answer of the request that won a race for `key`. On the connection already held:
+/// asking the pool for a second one could wait forever with a pool of one. No row means
+/// that request could not queue its message and freed the key again.
+async fn replay_after_race(
+    db: &deadpool_postgres::Client,
+    user: Uuid,
+    key: &str,
+    chatroom: Uuid,
+    action: Action<'_>,
+) -> AppResult<Sent> {
+    let body = replay_on(db, user, key, chatroom, Some(action))
+        .await?
+        .ok_or_else(|| AppError::Unavailable {
+            code: "queue_unavailable",
+            message: "an earlier request with this Idempotency-Key could not be queued; \
+                      retry shortly"
+                .into(),
+        })?;
+    Ok(Sent {
+        body,
+        replayed: true,
     })
 }
 

@@ -15,6 +15,28 @@ pub struct Turn {
     pub text: String,
 }
 
+/// What one reply is asked from: the conversation and its chatroom's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Prompt {
+    /// Strictly alternating, opening and ending with a user turn.
+    pub turns: Vec<Turn>,
+    /// The chatroom's instructions: the provider's system instruction, after the
+    /// service's own. Messages never go there, only this setting.
+    pub instructions: Option<String>,
+    /// The model to ask; `None` means the configured default.
+    pub model: Option<String>,
+}
+
+impl Prompt {
+    /// A prompt with the default model and no instructions.
+    pub fn of(turns: Vec<Turn>) -> Self {
+        Self {
+            turns,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelReply {
     /// `finish_reason` as the provider reports it (`STOP`, `MAX_TOKENS`, ...).
@@ -100,17 +122,17 @@ impl ReplySink for Discard {
 #[async_trait::async_trait]
 pub trait ReplyModel: Send + Sync {
     /// One attempt at a reply to the last user turn; the worker owns retries.
-    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError>;
+    async fn reply(&self, prompt: &Prompt) -> Result<ModelReply, ModelError>;
 
     /// The same attempt, handing the text to `sink` as it is produced. Stops early,
     /// with the text so far and finish reason [`CANCELLED`], once the sink says so.
     /// By default the whole reply arrives as one piece.
     async fn reply_streaming(
         &self,
-        conversation: &[Turn],
+        prompt: &Prompt,
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
-        let reply = self.reply(conversation).await?;
+        let reply = self.reply(prompt).await?;
         if let ModelReply::Text { text, .. } = &reply {
             sink.text(text);
         }
@@ -129,16 +151,29 @@ pub const OFFLINE_LABEL: &str =
 
 #[async_trait::async_trait]
 impl ReplyModel for OfflineModel {
-    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
-        let last = conversation
+    async fn reply(&self, prompt: &Prompt) -> Result<ModelReply, ModelError> {
+        let last = prompt
+            .turns
             .last()
             .map(|t| t.text.as_str())
             .unwrap_or_default();
         let preview: String = last.chars().take(200).collect();
+        let settings = match (&prompt.model, &prompt.instructions) {
+            (None, None) => String::new(),
+            (model, instructions) => format!(
+                " (Chatroom settings: model {}, {}.)",
+                model.as_deref().unwrap_or("default"),
+                if instructions.is_some() {
+                    "with instructions"
+                } else {
+                    "no instructions"
+                }
+            ),
+        };
         Ok(ModelReply::Text {
             text: format!(
-                "{OFFLINE_LABEL} You said: \"{preview}\" ({} earlier turns were in context.)",
-                conversation.len().saturating_sub(1)
+                "{OFFLINE_LABEL} You said: \"{preview}\" ({} earlier turns were in context.){settings}",
+                prompt.turns.len().saturating_sub(1)
             ),
             finish_reason: "OFFLINE".into(),
         })
@@ -147,10 +182,10 @@ impl ReplyModel for OfflineModel {
     /// Word by word with a short pause, so that `make dev` shows a live reply.
     async fn reply_streaming(
         &self,
-        conversation: &[Turn],
+        prompt: &Prompt,
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
-        let reply = self.reply(conversation).await?;
+        let reply = self.reply(prompt).await?;
         let ModelReply::Text { text, .. } = &reply else {
             return Ok(reply);
         };

@@ -13,7 +13,9 @@ use crate::chat::chatrooms;
 use crate::chat::idempotency;
 use crate::chat::live::{self, End};
 use crate::chat::messages::{self, Claim, Message, Status};
-use crate::chat::model::{CANCELLED, ModelError, ModelReply, ReplyModel, Role, Turn, failure};
+use crate::chat::model::{
+    CANCELLED, ModelError, ModelReply, Prompt, ReplyModel, Role, Turn, failure,
+};
 use crate::clients::queue::ReplyJob;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -323,20 +325,31 @@ impl Worker {
     }
 
     /// Earlier exchanges, newest kept first within the message and character budgets,
-    /// then this message: strictly alternating user/model turns, opening with a user turn.
-    pub async fn conversation(&self, message: &Message) -> Result<Vec<Turn>, Retry> {
+    /// then this message: strictly alternating user/model turns, opening with a user turn;
+    /// with the chatroom's instructions (which count against the character budget) and
+    /// model (the default when it is not allowed to the owner's tier any more).
+    pub async fn conversation(&self, message: &Message) -> Result<Prompt, Retry> {
         let settings = &self.state.config.gemini;
         let db = self.state.db().await?;
-        let earlier = messages::history(
-            &db,
-            message.chatroom_id,
-            message.seq,
-            (settings.history_max_messages / 2) as i64,
-        )
-        .await?;
+        // Two statements pipelined on one connection: one round trip.
+        let (earlier, room) = tokio::try_join!(
+            messages::history(
+                &db,
+                message.chatroom_id,
+                message.seq,
+                (settings.history_max_messages / 2) as i64,
+            ),
+            chatrooms::reply_settings(&db, message.chatroom_id),
+        )?;
+        let room = room.unwrap_or_default();
+        let instructions_len = room
+            .instructions
+            .as_deref()
+            .map_or(0, |i| i.chars().count());
         let mut budget = settings
             .history_max_chars
-            .saturating_sub(message.content.chars().count());
+            .saturating_sub(message.content.chars().count())
+            .saturating_sub(instructions_len);
         let mut kept = Vec::new();
         // Whole exchanges only: half of one would put two turns of a role in a row.
         for exchange in earlier.into_iter().rev() {
@@ -367,12 +380,16 @@ impl Worker {
             role: Role::User,
             text: message.content.clone(),
         });
-        Ok(turns)
+        Ok(Prompt {
+            turns,
+            model: super::settings::model_for_reply(settings, room.model.as_deref(), &room.tier),
+            instructions: room.instructions,
+        })
     }
 
     async fn ask_with_retries(
         &self,
-        conversation: &[Turn],
+        conversation: &Prompt,
         live: &mut live::Writer,
     ) -> Result<ModelReply, ModelError> {
         let budget = self.state.config.gemini.retry_budget;

@@ -21,12 +21,14 @@ impl AppError {
             Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Self::InvalidOtp => (StatusCode::UNAUTHORIZED, "invalid_otp"),
             Self::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::RequestInProgress { .. } => (StatusCode::CONFLICT, "request_in_progress"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
+            Self::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::DailyLimitReached { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "daily_limit_reached")
             }
@@ -74,6 +76,7 @@ impl IntoResponse for AppError {
         match &self {
             Self::TooManyRequests { retry_after }
             | Self::TooManyStreams { retry_after, .. }
+            | Self::RateLimited { retry_after, .. }
             | Self::DailyLimitReached { retry_after, .. }
             | Self::RequestInProgress { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

@@ -97,7 +97,11 @@ async fn every_sample_event_runs_through_its_function() {
     let app = TestApp::spawn_full(
         |c| {
             c.dead_letter_queue_arn =
-                Some("arn:aws:sqs:eu-west-1:123456789012:chatroom-lambda-replies-dlq".into())
+                Some("arn:aws:sqs:eu-west-1:123456789012:chatroom-lambda-replies-dlq".into());
+            // Room for every sample that asks for a reply (sends, an edit, a regenerate).
+            c.basic_daily_limit = 10;
+            // The account deletion at the end asks for one more code.
+            c.otp_min_interval_secs = 0;
         },
         |_| {},
     )
@@ -193,8 +197,49 @@ async fn every_sample_event_runs_through_its_function() {
     let r = run.http("chatroom/rename.json", StatusCode::OK).await;
     assert_eq!(r.body["chatroom"]["name"], "Oslo in April");
 
+    let r = run.http("chatroom/settings.json", StatusCode::OK).await;
+    assert_eq!(
+        r.body["chatroom"]["instructions"],
+        "Answer in one short paragraph, in plain words."
+    );
+    assert_eq!(r.body["chatroom"]["model"], "gemini-test");
+    let r = run.http("chatroom/models.json", StatusCode::OK).await;
+    assert_eq!(r.body["default"], "gemini-test");
+    assert_eq!(r.body["models"][1]["pro_only"], true);
+    let r = run.http("chatroom/search.json", StatusCode::OK).await;
+    assert_eq!(r.body["results"][0]["role"], "model", "{}", r.body);
+    assert!(
+        r.body["results"][0]["snippet_html"]
+            .as_str()
+            .unwrap()
+            .contains("<mark>Opera</mark>"),
+        "{}",
+        r.body
+    );
+
     let r = run.http("subscription/status.json", StatusCode::OK).await;
     assert_eq!(r.body["usage"]["used_today"], 2);
+
+    // The newest exchange asked again: edited (its reply dropped), answered, regenerated.
+    let r = run
+        .http("chatroom/edit-message.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.body["message"]["status"], "pending");
+    assert_eq!(r.body["message"]["content"], "And in Bergen, if it rains?");
+    assert!(r.body["message"]["edited_at"].is_string());
+    // The same event again is an idempotent replay, which costs nothing.
+    let r = run
+        .http("chatroom/edit-message.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.headers["idempotent-replayed"], "true");
+    app.run_worker().await;
+    let r = run
+        .http("chatroom/regenerate.json", StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.body["message"]["status"], "pending");
+    app.run_worker().await;
+    let r = run.http("subscription/status.json", StatusCode::OK).await;
+    assert_eq!(r.body["usage"]["used_today"], 4);
 
     // A job whose every delivery failed arrives from the dead-letter queue: its message
     // ends failed instead of pending.
@@ -305,6 +350,13 @@ async fn every_sample_event_runs_through_its_function() {
         "TOKEN",
         r.body["access_token"].as_str().unwrap().to_string(),
     );
+    let r = run.http("user/export.json", StatusCode::OK).await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.body["account"]["email"], "ada@example.com");
+    assert_eq!(r.body["subscriptions"][0]["status"], "active", "{}", r.body);
+    let room = &r.body["chatrooms"][0];
+    assert_eq!(room["id"], run.vars["CHATROOM_ID"].as_str());
+    assert_eq!(room["messages"].as_array().unwrap().len(), 7, "{room}");
     run.http("chatroom/delete.json", StatusCode::NO_CONTENT)
         .await;
     // Sign-out: the token that made the call stops working.
@@ -312,6 +364,24 @@ async fn every_sample_event_runs_through_its_function() {
     assert!(r.body.is_null());
     let r = run.http("user/me.json", StatusCode::UNAUTHORIZED).await;
     assert_eq!(r.error_code(), "unauthorized");
+
+    // Closing the account: a fresh code confirms it; the Pro subscription is cancelled.
+    let r = app
+        .post(
+            "/auth/login",
+            serde_json::json!({ "email": "ada@example.com", "password": "a-brand-new-password" }),
+        )
+        .await;
+    run.vars.insert(
+        "TOKEN",
+        r.body["access_token"].as_str().unwrap().to_string(),
+    );
+    run.vars
+        .insert("OTP", app.request_otp("ada@example.com").await);
+    run.http("user/delete-me.json", StatusCode::NO_CONTENT)
+        .await;
+    run.http("user/me.json", StatusCode::UNAUTHORIZED).await;
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 0);
 
     let mut all = BTreeSet::new();
     for dir in std::fs::read_dir(events_dir()).unwrap() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures_util::StreamExt;
-use shared::chat::model::{ModelError, ModelReply, ReplyModel, ReplySink, Role, Turn};
+use shared::chat::model::{ModelError, ModelReply, Prompt, ReplyModel, ReplySink, Role, Turn};
 use shared::clients::gemini::GeminiClient;
 use shared::config::{GeminiSettings, Secret};
 
@@ -40,6 +40,8 @@ fn client(base_url: String, timeout: Duration) -> GeminiClient {
     GeminiClient::new(&GeminiSettings {
         api_key: Some(Secret::new("test-key")),
         model: "gemini-test".into(),
+        models: vec!["gemini-test".into()],
+        pro_only_models: vec![],
         base_url,
         request_timeout: timeout,
         retry_budget: Duration::from_secs(1),
@@ -61,11 +63,11 @@ impl ReplySink for Collect {
     }
 }
 
-fn question() -> Vec<Turn> {
-    vec![Turn {
+fn question() -> Prompt {
+    Prompt::of(vec![Turn {
         role: Role::User,
         text: "Tell me a long story".into(),
-    }]
+    }])
 }
 
 #[tokio::test]

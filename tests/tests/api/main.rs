@@ -3,12 +3,14 @@
 //! of the link time and disk of `make test`.
 
 mod abuse;
+mod account;
 mod activity;
 mod auth;
 mod billing;
 mod billing_truth;
 mod chat;
 mod cluster;
+mod controls;
 mod cors;
 mod events;
 mod faults;
@@ -22,6 +24,7 @@ mod openapi;
 mod panics;
 mod quota;
 mod routes;
+mod search;
 mod secrets;
 mod signin;
 mod stream;

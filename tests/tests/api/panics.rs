@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use api_tests::{TestApp, gemini_path, gemini_text, unique_email};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use shared::chat::model::{ModelError, ModelReply, ReplyModel, Turn};
+use shared::chat::model::{ModelError, ModelReply, Prompt, ReplyModel};
 use shared::chat::worker::Worker;
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
@@ -16,11 +16,11 @@ struct PoisonedModel(Arc<dyn ReplyModel>);
 
 #[async_trait::async_trait]
 impl ReplyModel for PoisonedModel {
-    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
-        if conversation.last().is_some_and(|t| t.text == "poison") {
+    async fn reply(&self, prompt: &Prompt) -> Result<ModelReply, ModelError> {
+        if prompt.turns.last().is_some_and(|t| t.text == "poison") {
             panic!("a bug triggered by this record");
         }
-        self.0.reply(conversation).await
+        self.0.reply(prompt).await
     }
 
     async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError> {

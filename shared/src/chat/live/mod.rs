@@ -35,6 +35,20 @@ pub fn cancel_key(redis: &Redis, message: Uuid) -> String {
     redis.key(&["reply", &tag(message), "cancel"])
 }
 
+/// Drops what an earlier reply left of a message's stream and cancel flag, before the
+/// message is answered again (regenerate, edit): its readers must not replay the old
+/// reply's end. Best effort: a stream left behind expires within a minute of its end.
+pub async fn forget(redis: &Redis, message: Uuid) {
+    let removed: redis::RedisResult<()> = redis::cmd("DEL")
+        .arg(stream_key(redis, message))
+        .arg(cancel_key(redis, message))
+        .query_async(&mut redis.conn())
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(message_id = %message, error = %e, "could not drop the old live stream");
+    }
+}
+
 /// The user's message or 404 (someone else's message is not found, as everywhere).
 async fn load(
     state: &AppState,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::chat::model::{ModelError, ModelReply, ReplyModel, ReplySink, Role, Turn, clean_title};
+use crate::chat::model::{
+    ModelError, ModelReply, Prompt, ReplyModel, ReplySink, Role, Turn, clean_title,
+};
 use crate::config::GeminiSettings;
 use response::transient;
 
@@ -26,8 +28,8 @@ pub struct GeminiClient {
     /// and a batch of already-answered records never needs it.
     http: std::sync::OnceLock<reqwest::Client>,
     timeout: Duration,
-    url: String,
-    stream_url: String,
+    base_url: String,
+    default_model: String,
     api_key: String,
     max_output_tokens: u32,
 }
@@ -43,14 +45,8 @@ impl GeminiClient {
         Ok(Self {
             http: std::sync::OnceLock::new(),
             timeout: settings.request_timeout,
-            url: format!(
-                "{}/v1beta/models/{}:generateContent",
-                settings.base_url, settings.model
-            ),
-            stream_url: format!(
-                "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
-                settings.base_url, settings.model
-            ),
+            base_url: settings.base_url.clone(),
+            default_model: settings.model.clone(),
             api_key,
             max_output_tokens: settings.max_output_tokens,
         })
@@ -91,9 +87,24 @@ impl GeminiClient {
             .map_err(|e| transient(format!("request failed: {e}")))
     }
 
-    async fn generate(&self, body: Value) -> Result<GenerateResponse, ModelError> {
+    /// `{base}/v1beta/models/{model}:{method}`; the chatroom's model or the default
+    /// (names are checked against `GEMINI_MODELS` before they get here).
+    fn url(&self, model: Option<&str>, method: &str) -> String {
+        format!(
+            "{}/v1beta/models/{}:{method}",
+            self.base_url,
+            model.unwrap_or(&self.default_model)
+        )
+    }
+
+    async fn generate(
+        &self,
+        model: Option<&str>,
+        body: Value,
+    ) -> Result<GenerateResponse, ModelError> {
         let started = std::time::Instant::now();
-        let response = self.post(&self.url, &body, Some(self.timeout)).await?;
+        let url = self.url(model, "generateContent");
+        let response = self.post(&url, &body, Some(self.timeout)).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ModelError::Transient {
             message: format!("reading the response failed: {e}"),
@@ -119,11 +130,13 @@ impl GeminiClient {
     /// `streamGenerateContent?alt=sse`: each piece of text handed to `sink` as it arrives.
     async fn generate_streaming(
         &self,
+        model: Option<&str>,
         body: Value,
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
         let started = std::time::Instant::now();
-        let response = self.post(&self.stream_url, &body, None).await?;
+        let url = self.url(model, "streamGenerateContent?alt=sse");
+        let response = self.post(&url, &body, None).await?;
         let status = response.status();
         let is_sse = response
             .headers()
@@ -144,8 +157,11 @@ impl GeminiClient {
     }
 }
 
-pub fn request_body(conversation: &[Turn], max_output_tokens: u32) -> Value {
-    let contents: Vec<Value> = conversation
+/// The request for `prompt`: its turns as `contents`; the service's system prompt, then
+/// the chatroom's instructions (a part of their own), as `systemInstruction`.
+pub fn request_body(prompt: &Prompt, max_output_tokens: u32) -> Value {
+    let contents: Vec<Value> = prompt
+        .turns
         .iter()
         .map(|t| {
             let role = match t.role {
@@ -155,27 +171,34 @@ pub fn request_body(conversation: &[Turn], max_output_tokens: u32) -> Value {
             json!({ "role": role, "parts": [{ "text": t.text }] })
         })
         .collect();
+    let mut system = vec![json!({ "text": SYSTEM_PROMPT })];
+    if let Some(instructions) = &prompt.instructions {
+        system.push(json!({ "text": format!(
+            "The user set these instructions for this conversation:\n{instructions}"
+        ) }));
+    }
     json!({
         "contents": contents,
-        "systemInstruction": { "parts": [{ "text": SYSTEM_PROMPT }] },
+        "systemInstruction": { "parts": system },
         "generationConfig": { "maxOutputTokens": max_output_tokens },
     })
 }
 
 #[async_trait::async_trait]
 impl ReplyModel for GeminiClient {
-    async fn reply(&self, conversation: &[Turn]) -> Result<ModelReply, ModelError> {
-        let body = request_body(conversation, self.max_output_tokens);
-        interpret(self.generate(body).await?)
+    async fn reply(&self, prompt: &Prompt) -> Result<ModelReply, ModelError> {
+        let body = request_body(prompt, self.max_output_tokens);
+        interpret(self.generate(prompt.model.as_deref(), body).await?)
     }
 
     async fn reply_streaming(
         &self,
-        conversation: &[Turn],
+        prompt: &Prompt,
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
-        let body = request_body(conversation, self.max_output_tokens);
-        self.generate_streaming(body, sink).await
+        let body = request_body(prompt, self.max_output_tokens);
+        self.generate_streaming(prompt.model.as_deref(), body, sink)
+            .await
     }
 
     async fn title(&self, user_text: &str, reply_text: &str) -> Result<String, ModelError> {
@@ -185,11 +208,11 @@ impl ReplyModel for GeminiClient {
             user_text.chars().take(1000).collect::<String>(),
             reply_text.chars().take(1000).collect::<String>()
         );
-        let turn = [Turn {
+        let turn = Prompt::of(vec![Turn {
             role: Role::User,
             text: prompt,
-        }];
-        match interpret(self.generate(request_body(&turn, 64)).await?)? {
+        }]);
+        match interpret(self.generate(None, request_body(&turn, 64)).await?)? {
             ModelReply::Text { text, .. } => Ok(clean_title(&text)),
             ModelReply::Blocked { reason } => Err(ModelError::Permanent {
                 message: reason,
