@@ -18,11 +18,14 @@ ALTER TABLE messages
 -- An expression index (not a stored tsvector column): nothing is recomputed when a
 -- message's status flips, and such updates stay HOT (V7), since neither indexed column
 -- (user_id, content) changes. btree_gin puts user_id in the same GIN index, so a search
--- reads only the caller's postings however many messages other users have; it also
--- serves `DELETE FROM messages WHERE user_id = ...` (DELETE /user/me).
+-- reads only the caller's postings however many messages other users have.
 CREATE EXTENSION IF NOT EXISTS btree_gin;
 CREATE INDEX messages_search ON messages
     USING gin (user_id, to_tsvector('simple'::regconfig, content));
+-- A user's messages newest first: a common word is ranked among its newest matches
+-- (chat/search.rs, RANK_WINDOW) by walking this instead of fetching every match; the
+-- account deletion's batches use it too.
+CREATE INDEX messages_by_user ON messages (user_id, seq DESC);
 
 -- DELETE /user/me: the account is closed at once (tokens revoked, the address released),
 -- and its data is deleted in bounded batches; what one request cannot finish in time, the

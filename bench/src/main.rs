@@ -11,6 +11,7 @@ mod harness;
 mod live;
 mod report;
 mod runtime_api;
+mod search;
 mod sizes;
 mod sustained;
 mod warm;
@@ -28,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let f = harness::fixture(&s, &db).await?;
     let mut report = Report::default();
     // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, live, growth, deletion,
-    // sizes); a partial full run updates only its own figures in latest.json.
+    // search, sizes); a partial full run updates only its own figures in latest.json.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     if run("cold") {
@@ -58,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
     if run("deletion") {
         eprintln!("bench: deletion");
         deletion::run(&s, &db, &f, &mut report).await?;
+    }
+    if run("search") {
+        eprintln!("bench: search");
+        search::run(&s, &db, &mut report).await?;
     }
     if run("sizes") {
         sizes::run(&mut report);

@@ -85,21 +85,32 @@ pub fn parse_query(raw: &str) -> AppResult<&str> {
     Ok(q)
 }
 
+/// Matches ranked per search: the most recent this many. A word in more of the caller's
+/// messages than that (a common one) is ranked among its newest 2,000 matches, so a search
+/// costs about the same at 10 thousand messages as at a million (docs/performance.md).
+pub const RANK_WINDOW: i64 = 2000;
+
 /// The ranked page (`websearch_to_tsquery` syntax: words, "a phrase", `or`, `-word`),
 /// best first, ties newest first. A query with no searchable word (only punctuation)
-/// matches nothing.
-const SEARCH: &str = "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query), \
+/// matches nothing. The query is written out where it is used (not in a CTE) so the
+/// planner sees its words: a rare word is found through the `messages_search` GIN index,
+/// a common one by walking `messages_by_user` newest first until the window is full.
+const SEARCH: &str = "WITH hits AS ( \
+         SELECT m.id, m.seq, m.chatroom_id, m.role, m.reply_to, m.content, m.created_at \
+         FROM messages m \
+         WHERE m.user_id = $1 \
+             AND to_tsvector('simple'::regconfig, m.content) @@ websearch_to_tsquery('simple', $2) \
+         ORDER BY m.seq DESC LIMIT $8), \
      page AS ( \
-         SELECT m.id, m.seq, m.chatroom_id, m.role, m.reply_to, m.content, m.created_at, \
-             ts_rank(to_tsvector('simple'::regconfig, m.content), q.query) AS rank \
-         FROM messages m, q \
-         WHERE m.user_id = $1 AND to_tsvector('simple'::regconfig, m.content) @@ q.query), \
+         SELECT h.*, ts_rank(to_tsvector('simple'::regconfig, h.content), \
+             websearch_to_tsquery('simple', $2)) AS rank FROM hits h), \
      best AS ( \
          SELECT * FROM page WHERE $3::real IS NULL OR (rank, seq) < ($3, $4) \
          ORDER BY rank DESC, seq DESC LIMIT $5) \
      SELECT b.id, b.seq, b.chatroom_id, c.name, b.role, b.reply_to, b.created_at, b.rank, \
-         ts_headline('simple', translate(b.content, $6, $8), q.query, $7) AS snippet \
-     FROM best b JOIN chatrooms c ON c.id = b.chatroom_id, q \
+         ts_headline('simple', translate(b.content, $6, $9), websearch_to_tsquery('simple', $2), $7) \
+             AS snippet \
+     FROM best b JOIN chatrooms c ON c.id = b.chatroom_id \
      ORDER BY b.rank DESC, b.seq DESC";
 
 pub async fn search(
@@ -125,9 +136,11 @@ pub async fn search(
          FragmentDelimiter=\" … \""
     );
     let db = state.db().await?;
+    // Planned for this query's words each time (an unnamed statement, not a cached one):
+    // a generic plan cannot tell a rare word from a common one (see SEARCH).
     let rows = db
         .query(
-            &db.prepare_cached(SEARCH).await?,
+            SEARCH,
             &[
                 &user,
                 &query,
@@ -136,6 +149,7 @@ pub async fn search(
                 &(limit + 1),
                 &from,
                 &options,
+                &RANK_WINDOW,
                 &to,
             ],
         )
