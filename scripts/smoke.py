@@ -1,5 +1,7 @@
 """The product walked end to end against a running stack: sign up, sign in, chat, stream the
-reply, read it back, check usage and subscription, delete the chatroom. One line per step;
+reply, read it back, the conversation controls (models, instructions, regenerate, search,
+export), check usage and subscription, delete the chatroom, and close the account (when a
+code can be read: response or mailbox sign-in). One line per step;
 exits 1 at the first failure. `make smoke` runs it (docs/deployment.md#smoke-test).
 
 Where the stack is (first that is set):
@@ -33,7 +35,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-TIMEOUT = float(os.environ.get("SMOKE_TIMEOUT_SECONDS", "90"))
+TIMEOUT = float(os.environ.get("SMOKE_TIMEOUT_SECONDS", "150"))
 STARTED = time.monotonic()
 STEP = [0]
 
@@ -125,8 +127,9 @@ def mint_token(stack, user_id):
     return (signing_input + b"." + signature).decode()
 
 
-def code_from_mailbox(mailbox, email, deadline):
-    """The six-digit code of the newest message to `email` in the emulator's SES mailbox."""
+def code_from_mailbox(mailbox, email, deadline, not_code=None):
+    """The six-digit code of the newest message to `email` in the emulator's SES mailbox
+    (waiting for one other than `not_code`, a code already used)."""
     deadline = min(deadline, time.monotonic() + 20)
     body = None
     while time.monotonic() < deadline:
@@ -137,8 +140,9 @@ def code_from_mailbox(mailbox, email, deadline):
             for message in reversed(messages):
                 if email in message.get("To", []):
                     found = re.search(r"(?<![0-9])([0-9]{6})(?![0-9])", message.get("BodyText", ""))
-                    if found:
+                    if found and found.group(1) != not_code:
                         return found.group(1)
+                    break
         time.sleep(0.5)
     raise Failure(f"no code for {email} reached {mailbox}: {json.dumps(body)[:600]}")
 
@@ -264,12 +268,50 @@ def main():
             raise Failure(f"the stored reply differs from the streamed one: {reply.get('content')!r} vs {streamed!r}")
         s.detail = f"answered: {reply['content'][:60]!r}"
 
+    with step("models and chatroom instructions") as s:
+        status, _, body = request("GET", api + "models", token=token)
+        expect(status, 200, body, "GET /models")
+        default, choices = body["default"], len(body["models"])
+        status, _, body = request("PATCH", api + f"chatroom/{room}",
+                                  {"instructions": "Answer in one short sentence.", "model": default}, token)
+        expect(status, 200, body, "PATCH /chatroom/{id}")
+        if body["chatroom"].get("instructions") != "Answer in one short sentence.":
+            raise Failure(f"instructions not kept: {body}")
+        s.detail = f"{choices} models, default {default}; instructions set"
+
+    with step("regenerate the reply, streamed to done") as s:
+        status, _, body = request("POST", api + f"chatroom/{room}/messages/{message}/regenerate", None, token,
+                                  {"Idempotency-Key": f"smoke-regen-{uuid.uuid4().hex}"})
+        expect(status, 202, body, "POST /chatroom/{id}/messages/{message_id}/regenerate")
+        streamed, events = read_stream(stream + f"chatroom/{room}/messages/{message}/stream", token, deadline)
+        status, _, body = request("GET", api + f"chatroom/{room}/messages/{message}?wait=20", token=token, timeout=40)
+        expect(status, 200, body, "GET /chatroom/{id}/messages/{message_id}")
+        if (body.get("reply") or {}).get("content") != streamed:
+            raise Failure(f"the regenerated reply differs from the streamed one: {body}")
+        s.detail = f"{events} events, {len(streamed)} characters"
+
+    with step("search") as s:
+        status, _, body = request("GET", api + "search?q=smoke", token=token)
+        expect(status, 200, body, "GET /search")
+        if message not in [hit["message_id"] for hit in body.get("results", [])]:
+            raise Failure(f"the message was not found: {body}")
+        s.detail = f"{len(body['results'])} results"
+
+    with step("export my data") as s:
+        status, head, body = request("GET", api + "user/export", token=token, timeout=60)
+        expect(status, 200, body, "GET /user/export")
+        rooms = body.get("chatrooms", []) if isinstance(body, dict) else []
+        if body.get("account", {}).get("email") != email or [r["id"] for r in rooms] != [room]:
+            raise Failure(f"the export does not hold this account's chatroom: {str(body)[:300]}")
+        s.detail = f"{len(rooms[0]['messages'])} messages, {head.get('content-disposition')}"
+
     with step("usage and subscription") as s:
         status, _, body = request("GET", api + "subscription/status", token=token)
         expect(status, 200, body, "GET /subscription/status")
         usage = body.get("usage", {})
-        if body.get("tier") != "basic" or body.get("status") != "none" or usage.get("used_today") != 1:
-            raise Failure(f"wanted tier basic, status none, used_today 1: {body}")
+        # The send and the regenerate.
+        if body.get("tier") != "basic" or body.get("status") != "none" or usage.get("used_today") != 2:
+            raise Failure(f"wanted tier basic, status none, used_today 2: {body}")
         s.detail = f"tier basic, {usage['used_today']} of {usage.get('daily_limit')} used today"
 
     with step("delete the chatroom") as s:
@@ -278,6 +320,25 @@ def main():
         status, _, body = request("GET", api + f"chatroom/{room}", token=token)
         expect(status, 404, body, "GET /chatroom/{id} after delete")
         s.detail = "204, then 404"
+
+    with step("close the account") as s:
+        if mode not in ("response", "mailbox"):
+            s.detail = "skipped: it needs a code (SMOKE_SIGN_IN response or mailbox)"
+        else:
+            # A new code: the sign-in's is used, and codes are at least
+            # OTP_MIN_INTERVAL_SECONDS apart (429 + Retry-After until then).
+            for _ in range(3):
+                status, head, body = request("POST", api + "auth/send-otp", {"email": email})
+                if status != 429:
+                    break
+                time.sleep(min(int(head.get("retry-after") or 5), 35))
+            expect(status, 200, body, "POST /auth/send-otp")
+            new_code = body.get("otp") if mode == "response" else code_from_mailbox(mailbox, email, deadline, code)
+            status, _, body = request("DELETE", api + "user/me", {"otp": new_code}, token)
+            expect(status, 204, body, "DELETE /user/me")
+            status, _, body = request("GET", api + "user/me", token=token)
+            expect(status, 401, body, "GET /user/me after DELETE /user/me")
+            s.detail = "204, then the token is refused (401)"
 
     print(f"smoke: passed in {time.monotonic() - STARTED:.1f} s", flush=True)
 
