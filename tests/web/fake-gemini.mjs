@@ -8,7 +8,12 @@
 //   "fail"               → 400 the first time a text is seen (the message ends failed), then an answer
 //   "slow"               → a long reply, one word every 250 ms (for stop)
 //   "quick"              → a short reply at once
+//   "again"              → "Answer number N." (N counts the requests for that text: a
+//                          regenerated reply differs from the first), 3 frames 250 ms apart
+//   "which model"        → the model of the request's URL and the chatroom's instructions
 //   anything else        → a Markdown reply in 6 frames, 250 ms apart
+// Any model name in the path (/v1beta/models/{model}:method) is answered; `log.models`
+// records each reply's model.
 import http from "node:http";
 
 export const DEFAULT_FRAMES = ["Oslo has ", "**museums**, ", "fjords ", "and `code`.\n\n", "- Vigeland park\n", "- the Opera house"];
@@ -17,9 +22,10 @@ export const INJECTION = 'Look: <img src=x onerror="window.__injected=1"> and <s
 
 export async function startFakeGemini(port = 0) {
   const failedOnce = new Set();
-  const log = { lastFrameAt: 0, requests: 0 };
+  const asked = new Map();
+  const log = { lastFrameAt: 0, requests: 0, models: [] };
 
-  const plan = (text) => {
+  const plan = (text, model, instructions) => {
     if (text.startsWith("Write a title")) return { frames: ["Browser test chat"], gap: 0, title: true };
     if (text.includes("inject")) return { frames: [INJECTION], gap: 0 };
     if (text.includes("blocked")) return { blocked: true };
@@ -29,6 +35,14 @@ export async function startFakeGemini(port = 0) {
     }
     if (text.includes("slow")) return { frames: SLOW_WORDS, gap: 250 };
     if (text.includes("quick")) return { frames: ["Quick answer."], gap: 0 };
+    if (text.includes("again")) {
+      const n = (asked.get(text) || 0) + 1;
+      asked.set(text, n);
+      return { frames: ["Answer ", "number ", `${n}.`], gap: 250 };
+    }
+    if (text.includes("which model")) {
+      return { frames: [`Model: ${model}; instructions: ${instructions || "none"}`], gap: 0 };
+    }
     return { frames: DEFAULT_FRAMES, gap: 250 };
   };
 
@@ -38,16 +52,22 @@ export async function startFakeGemini(port = 0) {
     req.on("end", async () => {
       log.requests += 1;
       let text = "";
+      let instructions = "";
+      const model = decodeURIComponent((req.url.match(/\/models\/([^:/?]+)/) || [])[1] || "unknown");
       try {
         const body = JSON.parse(raw);
         const users = (body.contents || []).filter((c) => c.role === "user");
         text = users.length ? users[users.length - 1].parts.map((p) => p.text || "").join("") : "";
+        // The service's system prompt, then the chatroom's instructions (their last line).
+        const system = body.systemInstruction?.parts || [];
+        if (system.length > 1) instructions = String(system[system.length - 1].text || "").split("\n").pop();
       } catch {
         res.writeHead(400, { "content-type": "application/json" });
         res.end(JSON.stringify({ error: { code: 400, status: "INVALID_ARGUMENT", message: "bad JSON" } }));
         return;
       }
-      const p = plan(text);
+      const p = plan(text, model, instructions);
+      if (!p.title) log.models.push(model);
       const streaming = req.url.includes(":streamGenerateContent");
       if (p.status) {
         res.writeHead(p.status, { "content-type": "application/json" });

@@ -52,6 +52,12 @@ before(async () => {
       GEMINI_BASE_URL: gemini.url,
       GEMINI_RETRY_BUDGET_SECONDS: "2",
       BASIC_DAILY_LIMIT: "5",
+      // A model a Basic user may not choose, for the chat settings test.
+      GEMINI_MODEL: "gemini-2.5-flash",
+      GEMINI_MODELS: "gemini-2.5-flash,gemini-2.5-pro",
+      GEMINI_PRO_ONLY_MODELS: "gemini-2.5-pro",
+      // Deleting the account asks for a fresh code seconds after the sign-in's one.
+      OTP_MIN_INTERVAL_SECONDS: "0",
       LOCAL_ADDR: `127.0.0.1:${PORT}`,
       WEB_DIR: env("WEB_TEST_DIR"),
       RUST_LOG: "warn",
@@ -112,7 +118,24 @@ async function newPage(t, { width = 1280, height = 800, expected = [] } = {}) {
   });
   t.after(() => context.close());
   await page.goto(BASE + "/");
-  return { page, images };
+  return { page, images, context };
+}
+
+/** Runs `query` on the test database (as the history test does); its rows as text. */
+function sql(query) {
+  return execFileSync("psql", [env("WEB_TEST_DATABASE_URL"), "-qtA", "-v", "ON_ERROR_STOP=1", "-c", query], { encoding: "utf8" }).trim();
+}
+
+const lastReply = (page) => page.locator('[data-testid="message"][data-role="model"]').last();
+const lastUser = (page) => page.locator('[data-testid="message"][data-role="user"]').last();
+
+/** Whether `locator`'s box lies inside the window (and inside the history, when it is in one). */
+async function inView(locator) {
+  return locator.evaluate((el) => {
+    const r = el.getBoundingClientRect();
+    const h = el.closest("#history")?.getBoundingClientRect() || { top: 0, bottom: window.innerHeight };
+    return r.height > 0 && r.top >= Math.max(0, h.top) - 1 && r.bottom <= Math.min(window.innerHeight, h.bottom) + 1;
+  });
 }
 
 const tid = (page, id) => page.getByTestId(id);
@@ -420,6 +443,10 @@ describe("web client", () => {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
     assert.ok(await tid(page, "send-message").isVisible());
+    // Nor taller than it: the composer stays on the screen, the history scrolls.
+    const tall = await page.evaluate(() => document.scrollingElement.scrollHeight - window.innerHeight);
+    assert.ok(tall <= 0, `the page is ${tall}px taller than the phone's screen`);
+    assert.ok(await inView(tid(page, "send-message")));
     await page.screenshot({ path: path.join(SHOTS, "phone-chat.png") });
     await page.getByRole("button", { name: "Back to the chat list" }).click();
     assert.ok(await tid(page, "chatroom-item").first().isVisible());
@@ -442,6 +469,336 @@ describe("web client", () => {
     for (const f of ["phone-chat.png", "phone-list.png", "desktop-chat.png"]) {
       assert.ok(fs.statSync(path.join(SHOTS, f)).size > 10_000, `${f} looks empty`);
     }
+  });
+
+  test("regenerate writes the newest reply again; edit changes the newest message and its reply", async (t) => {
+    const { page } = await newPage(t);
+    await signIn(page);
+    await newChat(page);
+    const first = await sendMessage(page, "quick first question");
+    await waitForStatus(first, "complete");
+    const reply = await sendMessage(page, "ask me again");
+    // While the reply is being written, neither control is offered.
+    await waitForStatus(reply, "streaming");
+    assert.equal(await tid(page, "regenerate").count(), 0);
+    assert.equal(await tid(page, "edit-message").count(), 0);
+    await waitForStatus(reply, "complete");
+    assert.equal(await reply.locator(".body").textContent(), "Answer number 1.");
+    // Only on the newest exchange: Regenerate on its reply, Edit on its message.
+    assert.equal(await tid(page, "regenerate").count(), 1);
+    assert.equal(await tid(page, "edit-message").count(), 1);
+    assert.equal(await reply.getByTestId("regenerate").count(), 1);
+    assert.equal(await lastUser(page).getByTestId("edit-message").count(), 1);
+
+    await reply.getByTestId("regenerate").click();
+    await page.waitForFunction(() => {
+      const replies = document.querySelectorAll('[data-testid="message"][data-role="model"]');
+      const last = replies[replies.length - 1];
+      return replies.length === 2 && last.dataset.status === "complete" && last.querySelector(".body").textContent === "Answer number 2.";
+    });
+    assert.equal(await page.locator('[data-testid="message"]').count(), 4, "the old reply was replaced, not added to");
+    assert.equal(await lastUser(page).locator(".body").textContent(), "ask me again");
+    // A regenerate counts like a send.
+    await page.waitForFunction(() => document.querySelector('[data-testid="usage"]').textContent.startsWith("3 of 5 messages today"));
+
+    // Edit, then Cancel: nothing changes.
+    await lastUser(page).getByTestId("edit-message").click();
+    assert.equal(await tid(page, "edit-input").inputValue(), "ask me again");
+    await tid(page, "edit-input").fill("never sent");
+    await tid(page, "edit-cancel").click();
+    assert.equal(await tid(page, "edit-input").count(), 0);
+    assert.equal(await lastUser(page).locator(".body").textContent(), "ask me again");
+    // Edit and save: the message's text changes and a new reply is written for it.
+    await lastUser(page).getByTestId("edit-message").click();
+    await tid(page, "edit-input").fill("please answer again");
+    await tid(page, "edit-save").click();
+    await page.waitForFunction(() => {
+      const replies = document.querySelectorAll('[data-testid="message"][data-role="model"]');
+      const last = replies[replies.length - 1];
+      return last.dataset.status === "complete" && last.querySelector(".body").textContent === "Answer number 1.";
+    });
+    assert.equal(await lastUser(page).locator(".body").textContent(), "please answer again");
+    assert.equal(await lastUser(page).locator(".who").textContent(), "You (edited)");
+    assert.equal(await page.locator('[data-testid="message"]').count(), 4);
+    await page.waitForFunction(() => document.querySelector('[data-testid="usage"]').textContent.startsWith("4 of 5 messages today"));
+    // Stored: the same after a reload.
+    await page.reload();
+    await tid(page, "chatroom-item").first().locator(".room-open").click();
+    await page.locator('[data-testid="message"]').nth(3).waitFor();
+    assert.deepEqual(await page.locator('[data-testid="message"] .body').allTextContents(),
+      ["quick first question", "Quick answer.", "please answer again", "Answer number 1."]);
+    assert.equal(await lastUser(page).locator(".who").textContent(), "You (edited)");
+    assert.equal(await lastReply(page).getByTestId("regenerate").count(), 1);
+  });
+
+  test("instructions and model per chat: saved, kept after a reload, a Pro-only model refused for Basic", async (t) => {
+    const { page } = await newPage(t, { expected: [403] });
+    const email = await signIn(page);
+    await newChat(page);
+    await tid(page, "chat-settings").click();
+    await tid(page, "instructions-input").waitFor();
+    assert.equal(await tid(page, "chat-settings").getAttribute("aria-expanded"), "true");
+    const options = await tid(page, "model-select").locator("option").evaluateAll((os) => os.map((o) => [o.value, o.textContent]));
+    assert.deepEqual(options, [["", "Default (gemini-2.5-flash)"], ["gemini-2.5-pro", "gemini-2.5-pro (Pro)"]]);
+    await tid(page, "instructions-input").fill("Answer like a pirate.");
+    // A Basic user choosing the Pro-only model: a readable refusal, the panel stays open.
+    await tid(page, "model-select").selectOption("gemini-2.5-pro");
+    await tid(page, "chat-settings-save").click();
+    await tid(page, "error").waitFor();
+    assert.match(await page.locator("#error-text").textContent(), /^gemini-2\.5-pro is for Pro users only\. Choose another model, or upgrade to Pro/);
+    assert.ok(await tid(page, "instructions-input").isVisible());
+    await page.screenshot({ path: path.join(SHOTS, "chat-settings.png") });
+    // The default model, with the instructions: saved.
+    await tid(page, "model-select").selectOption("");
+    await tid(page, "chat-settings-save").click();
+    await page.locator("#settings-panel").waitFor({ state: "hidden" });
+    assert.ok(await tid(page, "error").isHidden());
+    assert.equal(await page.locator("#chat-meta").textContent(), "Instructions set");
+    // The replies are asked with them.
+    const reply = await sendMessage(page, "which model do you use?");
+    await waitForStatus(reply, "complete");
+    assert.equal(await reply.locator(".body").textContent(), "Model: gemini-2.5-flash; instructions: Answer like a pirate.");
+
+    // After a reload, the panel shows what was saved.
+    await page.reload();
+    await tid(page, "chatroom-item").first().locator(".room-open").click();
+    await tid(page, "chat-settings").click();
+    await tid(page, "instructions-input").waitFor();
+    assert.equal(await tid(page, "instructions-input").inputValue(), "Answer like a pirate.");
+    assert.equal(await tid(page, "model-select").inputValue(), "");
+
+    // A Pro user may choose it: the choice is kept and the replies come from it.
+    sql(`UPDATE users SET tier = 'pro' WHERE email = '${email}'`);
+    await tid(page, "model-select").selectOption("gemini-2.5-pro");
+    await tid(page, "chat-settings-save").click();
+    await page.locator("#settings-panel").waitFor({ state: "hidden" });
+    await page.reload();
+    await tid(page, "chatroom-item").first().locator(".room-open").click();
+    await page.waitForFunction(() => document.getElementById("chat-meta").textContent === "Model: gemini-2.5-pro · Instructions set");
+    await tid(page, "chat-settings").click();
+    await tid(page, "model-select").waitFor();
+    assert.equal(await tid(page, "model-select").inputValue(), "gemini-2.5-pro");
+    assert.equal(await tid(page, "instructions-input").inputValue(), "Answer like a pirate.");
+    await tid(page, "chat-settings").click();
+    await page.locator("#settings-panel").waitFor({ state: "hidden" });
+    const second = await sendMessage(page, "which model now?");
+    await waitForStatus(second, "complete");
+    assert.equal(await second.locator(".body").textContent(), "Model: gemini-2.5-pro; instructions: Answer like a pirate.");
+    assert.equal(gemini.log.models[gemini.log.models.length - 1], "gemini-2.5-pro");
+  });
+
+  test("search finds messages; a result opens its chat at that message", async (t) => {
+    const { page } = await newPage(t);
+    await signIn(page);
+    await newChat(page);
+    const room = await tid(page, "chatroom-item").first().getAttribute("data-id");
+    // An older chat: the match is its first message, 70 messages back (written straight
+    // into the database, as in the history test).
+    sql(`UPDATE chatrooms SET name = 'Fruit facts' WHERE id = '${room}';
+      INSERT INTO messages (id, chatroom_id, user_id, role, content, status, created_at)
+      SELECT gen_random_uuid(), c.id, c.user_id, 'user',
+             CASE WHEN g = 1 THEN 'Where do kumquats grow best?' ELSE 'filler message ' || g END,
+             'answered', now() - interval '1 hour' + g * interval '1 second'
+      FROM chatrooms c, generate_series(1, 70) g WHERE c.id = '${room}'`);
+    const target = sql(`SELECT id FROM messages WHERE chatroom_id = '${room}' AND content LIKE '%kumquats%'`);
+    // The chat that is open when searching has a real exchange that matches too.
+    await newChat(page);
+    const reply = await sendMessage(page, "quick note: kumquats are small");
+    await waitForStatus(reply, "complete");
+
+    await tid(page, "search-input").fill("kumquats");
+    await tid(page, "search-input").press("Enter");
+    await tid(page, "search-result").first().waitFor();
+    const results = tid(page, "search-result");
+    assert.equal(await results.count(), 2);
+    const hit = results.filter({ hasText: "Fruit facts" });
+    assert.equal(await hit.count(), 1);
+    assert.equal(await hit.getAttribute("data-message-id"), target);
+    assert.equal(await hit.locator("mark").first().textContent(), "kumquats");
+    assert.match(await hit.textContent(), /Where do kumquats grow best/);
+    await page.screenshot({ path: path.join(SHOTS, "search-results.png") });
+    await hit.click();
+    await page.waitForFunction(() => document.getElementById("chat-title").textContent === "Fruit facts");
+    const message = page.locator(`[data-testid="message"][data-id="${target}"]`);
+    await message.waitFor();
+    assert.equal(await message.locator(".body").textContent(), "Where do kumquats grow best?");
+    assert.ok(await inView(message), "the message is scrolled into view");
+    assert.match(await message.getAttribute("class"), /\bhit\b/);
+    assert.equal(await page.locator('[data-testid="message"]').count(), 70, "older pages were loaded up to it");
+
+    // Nothing found: said so.
+    await tid(page, "search-input").fill("zanzibarxyz");
+    await tid(page, "search-input").press("Enter");
+    await page.waitForFunction(() => document.getElementById("search-status").textContent.startsWith("No message matches"));
+    assert.equal(await results.count(), 0);
+    await page.locator("#search-clear").click();
+    assert.ok(await page.locator("#search-box").isHidden());
+  });
+
+  test("export downloads the account's data as JSON; a second one within 10 minutes is explained", async (t) => {
+    const { page } = await newPage(t, { expected: [429] });
+    const email = await signIn(page);
+    await newChat(page);
+    const reply = await sendMessage(page, "quick export check");
+    await waitForStatus(reply, "complete");
+    await tid(page, "account-menu").click();
+    assert.equal(await tid(page, "account-menu").getAttribute("aria-expanded"), "true");
+    const [download] = await Promise.all([page.waitForEvent("download"), tid(page, "export-data").click()]);
+    assert.match(download.suggestedFilename(), /\.json$/);
+    const data = JSON.parse(fs.readFileSync(await download.path(), "utf8"));
+    assert.equal(data.account.email, email);
+    assert.equal(data.chatrooms.length, 1);
+    assert.deepEqual(data.chatrooms[0].messages.map((m) => [m.role, m.content]),
+      [["user", "quick export check"], ["model", "Quick answer."]]);
+    assert.ok(await tid(page, "export-data").isHidden(), "the menu closed");
+    await tid(page, "account-menu").click();
+    await tid(page, "export-data").click();
+    await tid(page, "error").waitFor();
+    assert.match(await page.locator("#error-text").textContent(), /^You can export your data once every 10 minutes\. Try again in (9|10) minutes\.$/);
+  });
+
+  test("delete the account: the dialog asks for a code, then the account is gone", async (t) => {
+    const { page } = await newPage(t, { expected: [401] });
+    const email = await signIn(page);
+    await newChat(page);
+    const token = await page.evaluate(() => localStorage.getItem("chatroom.token"));
+    const me = (bearer) => fetch(`${BASE}/user/me`, { headers: { authorization: `Bearer ${bearer}` } });
+    await tid(page, "account-menu").click();
+    await tid(page, "delete-account").click();
+    const dialog = page.locator("#delete-dialog");
+    await dialog.waitFor();
+    await page.waitForFunction((e) => document.getElementById("delete-email").textContent === e, email);
+    // A wrong code: said in the dialog, and the session goes on.
+    await tid(page, "delete-otp-input").fill("000000");
+    await tid(page, "delete-confirm").click();
+    await page.locator("#delete-error").waitFor();
+    assert.match(await page.locator("#delete-error").textContent(), /code is wrong/);
+    assert.equal(await page.evaluate(() => localStorage.getItem("chatroom.token")), token);
+    await page.locator("#delete-cancel").click();
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal((await me(token)).status, 200);
+    assert.ok(await tid(page, "new-chatroom").isVisible());
+    // With the code it sends: the account is deleted and the page signs out.
+    await tid(page, "account-menu").click();
+    await tid(page, "delete-account").click();
+    await tid(page, "delete-send-code").click();
+    const dev = tid(page, "delete-dev-code");
+    await dev.waitFor();
+    const code = (await dev.textContent()).match(/\d{6,}/)[0];
+    await page.screenshot({ path: path.join(SHOTS, "delete-dialog.png") });
+    await tid(page, "delete-otp-input").fill(code);
+    await tid(page, "delete-confirm").click();
+    await tid(page, "email-input").waitFor();
+    assert.match(await page.locator("#signin-notice").textContent(), /account and all its chats have been deleted/);
+    assert.ok(await dialog.isHidden());
+    assert.ok(await tid(page, "new-chatroom").isHidden());
+    assert.equal(await page.evaluate(() => localStorage.getItem("chatroom.token")), null);
+    assert.equal((await me(token)).status, 401, "the old token is dead");
+  });
+
+  test("every reply has a Copy button that copies its raw text", async (t) => {
+    const { page, context } = await newPage(t);
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+    await signIn(page);
+    await newChat(page);
+    const first = await sendMessage(page, "quick one");
+    await waitForStatus(first, "complete");
+    const second = await sendMessage(page, "What should I see in Oslo?");
+    await waitForStatus(second, "streaming");
+    assert.equal(await second.getByTestId("copy-reply").count(), 0, "no Copy while the reply is written");
+    await waitForStatus(second, "complete");
+    assert.equal(await tid(page, "copy-reply").count(), 2);
+    assert.equal(await page.locator('[data-role="user"] [data-testid="copy-reply"]').count(), 0);
+    const copied = async (b) => page.waitForFunction((el) => el.textContent === "Copied", await b.elementHandle());
+    await second.getByTestId("copy-reply").click();
+    await copied(second.getByTestId("copy-reply"));
+    // The Markdown as written, not the rendered text.
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), DEFAULT_FRAMES.join(""));
+    // Without the clipboard API's write: the hidden textarea and the copy command.
+    await page.evaluate(() => { navigator.clipboard.writeText = () => Promise.reject(new DOMException("denied", "NotAllowedError")); });
+    const firstCopy = page.locator('[data-testid="message"][data-role="model"]').first().getByTestId("copy-reply");
+    await firstCopy.click();
+    await copied(firstCopy);
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "Quick answer.");
+    assert.equal(await page.locator(".clipboard-helper").count(), 0);
+  });
+
+  test("layout at 1280×800: only the history scrolls, and it follows new text unless scrolled up", async (t) => {
+    const { page } = await newPage(t);
+    await signIn(page);
+    await newChat(page);
+    for (let n = 1; n <= 4; n += 1) {
+      const reply = await sendMessage(page, `What should I see in Oslo on day ${n}?`);
+      await waitForStatus(reply, "complete");
+    }
+    const measure = () => page.evaluate(() => {
+      const h = document.getElementById("history");
+      return { page: document.scrollingElement.scrollHeight, inner: innerHeight, height: h.scrollHeight, client: h.clientHeight, top: h.scrollTop };
+    });
+    let m = await measure();
+    assert.ok(m.page <= m.inner, `the page is ${m.page}px tall in an ${m.inner}px window`);
+    assert.ok(m.height > m.client + 100, `the history scrolls: ${JSON.stringify(m)}`);
+    assert.ok(m.height - m.top - m.client < 4, `the newest reply is shown: ${JSON.stringify(m)}`);
+    for (const [name, locator] of [
+      ["Send", tid(page, "send-message")], ["the message box", tid(page, "message-input")],
+      ["the header", page.locator(".topbar")], ["Sign out", tid(page, "sign-out")],
+      ["New chat", tid(page, "new-chatroom")], ["the chat list", tid(page, "chatroom-item").first()],
+      ["the chat title", page.locator("#chat-title")],
+    ]) assert.ok(await inView(locator), `${name} is not within the window`);
+    await page.evaluate(() => document.activeElement.blur());
+    await page.screenshot({ path: path.join(SHOTS, "desktop-long-chat.png") });
+
+    // Scrolled up (the mouse wheel), the reader keeps their place while the reply is written.
+    const slow = await sendMessage(page, "tell me something slow");
+    const shows = (word) => page.waitForFunction((w) => document.querySelector('[data-testid="message"][data-role="model"][data-status="streaming"] .body')?.textContent.includes(w), word);
+    await shows("word3 ");
+    await page.locator("#history").hover();
+    await page.mouse.wheel(0, -100000);
+    await page.waitForFunction(() => document.getElementById("history").scrollTop === 0);
+    await shows("word12 ");
+    m = await measure();
+    assert.equal(m.top, 0, "the history stays where the reader scrolled");
+    // Back at the end, it follows again.
+    await page.mouse.wheel(0, 100000);
+    await page.waitForFunction(() => { const h = document.getElementById("history"); return h.scrollHeight - h.scrollTop - h.clientHeight < 4; });
+    const before = (await measure()).height;
+    await page.waitForFunction((b) => document.getElementById("history").scrollHeight > b, before);
+    await page.waitForTimeout(100); // a frame to paint and follow
+    m = await measure();
+    assert.ok(m.height - m.top - m.client < 4, `following the new text again: ${JSON.stringify(m)}`);
+    await tid(page, "stop").click();
+    await waitForStatus(slow, "cancelled");
+    m = await measure();
+    assert.ok(m.page <= m.inner, `the page is ${m.page}px tall in an ${m.inner}px window`);
+    assert.ok(await inView(tid(page, "send-message")));
+  });
+
+  test("dark theme follows the system setting", async (t) => {
+    const { page } = await newPage(t);
+    await signIn(page);
+    await newChat(page);
+    const reply = await sendMessage(page, "What should I see in Oslo?");
+    await waitForStatus(reply, "complete");
+    const colors = () => page.evaluate(() => {
+      const css = (el, p) => getComputedStyle(el)[p];
+      const model = document.querySelector('[data-testid="message"][data-role="model"]');
+      return { body: css(document.body, "backgroundColor"), text: css(document.body, "color"), reply: css(model, "backgroundColor") };
+    });
+    const luminance = (rgb) => {
+      const [r, g, b] = rgb.match(/\d+/g).map(Number);
+      return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    };
+    await page.emulateMedia({ colorScheme: "light" });
+    const light = await colors();
+    await page.emulateMedia({ colorScheme: "dark" });
+    const dark = await colors();
+    assert.notEqual(dark.body, light.body);
+    assert.ok(luminance(light.body) > 0.8, `light background ${light.body}`);
+    assert.ok(luminance(dark.body) < 0.2, `dark background ${dark.body}`);
+    assert.ok(luminance(dark.text) > 0.7, `dark theme text ${dark.text}`);
+    assert.ok(luminance(dark.reply) < 0.25, `dark theme reply ${dark.reply}`);
+    await page.evaluate(() => document.activeElement.blur());
+    await page.screenshot({ path: path.join(SHOTS, "desktop-dark.png") });
   });
 
   test("no console errors or page errors during the run", () => {

@@ -35,8 +35,11 @@ export class Api {
     return h;
   }
 
-  /** Calls `method path` with an optional JSON body; resolves to `{body, headers}`. */
-  async call(method, path, body, extraHeaders = {}) {
+  /**
+   * Calls `method path` with an optional JSON body; resolves to the 2xx Response (its
+   * body unread). Anything else rejects with an ApiError from the error envelope.
+   */
+  async request(method, path, body, extraHeaders = {}) {
     const init = { method, headers: this.headers(extraHeaders) };
     if (body !== undefined) {
       init.headers["content-type"] = "application/json";
@@ -48,34 +51,75 @@ export class Api {
     } catch {
       throw new ApiError(0, "network_error", "The server could not be reached. Check your connection and try again.");
     }
-    const text = await response.text();
-    let parsed = null;
-    if (text) {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = null;
-      }
-    }
-    if (!response.ok) {
-      const error = parsed && parsed.error;
-      const retryAfter = Number(response.headers.get("retry-after")) || null;
-      const apiError = new ApiError(
-        response.status,
-        (error && error.code) || "http_error",
-        (error && error.message) || `The server answered ${response.status} ${response.statusText}.`,
-        retryAfter,
-      );
-      if (response.status === 401 && this.token) this.onUnauthorized(apiError);
-      throw apiError;
-    }
-    return { body: parsed, headers: response.headers };
+    if (response.ok) return response;
+    const parsed = parseJson(await response.text());
+    const error = parsed && parsed.error;
+    const retryAfter = Number(response.headers.get("retry-after")) || null;
+    const apiError = new ApiError(
+      response.status,
+      (error && error.code) || "http_error",
+      (error && error.message) || `The server answered ${response.status} ${response.statusText}.`,
+      retryAfter,
+    );
+    // A wrong code (deleting the account) is a 401 too, but the session is still good.
+    if (response.status === 401 && this.token && apiError.code !== "invalid_otp") this.onUnauthorized(apiError);
+    throw apiError;
+  }
+
+  /** Calls `method path` with an optional JSON body; resolves to `{body, headers}`. */
+  async call(method, path, body, extraHeaders = {}) {
+    const response = await this.request(method, path, body, extraHeaders);
+    return { body: parseJson(await response.text()), headers: response.headers };
   }
 
   get(path) { return this.call("GET", path).then((r) => r.body); }
   post(path, body, headers) { return this.call("POST", path, body, headers).then((r) => r.body); }
   patch(path, body) { return this.call("PATCH", path, body).then((r) => r.body); }
-  del(path) { return this.call("DELETE", path).then((r) => r.body); }
+  del(path, body) { return this.call("DELETE", path, body).then((r) => r.body); }
+
+  // ---------- conversation controls ----------
+
+  /** A new reply to the newest user message (the old reply is replaced): 202 `{message}`. */
+  regenerate(chatroomId, messageId) {
+    return this.post(`/chatroom/${chatroomId}/messages/${messageId}/regenerate`, undefined,
+      { "idempotency-key": idempotencyKey() });
+  }
+
+  /** New text for the newest user message; its reply is written again: 202 `{message}`. */
+  editMessage(chatroomId, messageId, content) {
+    return this.patch(`/chatroom/${chatroomId}/messages/${messageId}`, { content });
+  }
+
+  /** Any of `{name, instructions, model}` (null clears): 200 `{chatroom}`. */
+  updateChatroom(chatroomId, fields) {
+    return this.patch(`/chatroom/${chatroomId}`, fields);
+  }
+
+  /** `{default, models: [{id, pro_only}]}`: what a chatroom may choose. */
+  models() { return this.get("/models"); }
+
+  /** `{results: [...], next_cursor}` over the caller's own messages. */
+  search(q, cursor) {
+    const params = new URLSearchParams({ q });
+    if (cursor) params.set("cursor", cursor);
+    return this.get(`/search?${params}`);
+  }
+
+  me() { return this.get("/user/me"); }
+
+  /** A sign-in code for `email` (the account deletion's confirmation too): `{message, expires_in, otp?}`. */
+  sendOtp(email) { return this.post("/auth/send-otp", { email }); }
+
+  /** The account's data as one JSON file: `{blob, filename}`. */
+  async exportData() {
+    const response = await this.request("GET", "/user/export");
+    const disposition = response.headers.get("content-disposition") || "";
+    const match = disposition.match(/filename="?([^";]+)"?/i);
+    return { blob: await response.blob(), filename: (match && match[1]) || "chatroom-export.json" };
+  }
+
+  /** Deletes the account (confirmed by a code); every token is dead afterwards. */
+  deleteAccount(otp) { return this.del("/user/me", { otp }); }
 
   /**
    * Follows a reply's stream. Resolves to the `done` body, or to null when the stream
@@ -122,6 +166,19 @@ export class Api {
     }
     return null;
   }
+}
+
+function parseJson(text) {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+export function idempotencyKey() {
+  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
 }
 
 /** Server-sent events from a byte stream: yields `{event, data, id}`. */
