@@ -93,6 +93,10 @@ check POST /auth/signup 422 validation_error '{"email": "not-an-email"}'
 check GET /user/me 401 unauthorized
 check GET /chatroom 401 unauthorized
 check GET /subscription/status 401 unauthorized
+check GET /models 401 unauthorized
+check GET '/search?q=oslo' 401 unauthorized
+check GET /user/export 401 unauthorized
+check DELETE /user/me 401 unauthorized '{"otp": "123456"}'
 check POST /webhook/stripe 400 invalid_signature '{}'
 # PostgreSQL and Redis reached with the URLs the functions were given (from Secrets Manager).
 SMOKE_EMAIL="smoke-$(date +%s%N)@example.com"

@@ -11,7 +11,7 @@ use super::{
     Action, Sent, message_view, queue_committed, record_key, replay_after_race, replay_on,
     validate_content, validate_idempotency_key,
 };
-use crate::chat::{live, messages};
+use crate::chat::{cache, live, messages};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -120,6 +120,8 @@ async fn reopen_and_queue(
     drop(db);
     tracing::info!(message_id = %id, edited = content.is_some(), "reply asked for again");
     live::forget(&state.redis, id).await;
+    // The list shows each chatroom's latest activity, which the dropped reply was.
+    cache::invalidate(&state.redis, user).await;
     let body = json!({ "message": message_view(&message) });
     queue_committed(state, user, chatroom, id).await?;
     Ok(Sent {
