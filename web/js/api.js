@@ -39,7 +39,7 @@ export class Api {
    * Calls `method path` with an optional JSON body; resolves to the 2xx Response (its
    * body unread). Anything else rejects with an ApiError from the error envelope.
    */
-  async request(method, path, body, extraHeaders = {}) {
+  async request(method, path, body, extraHeaders = {}, base = this.config.api) {
     const init = { method, headers: this.headers(extraHeaders) };
     if (body !== undefined) {
       init.headers["content-type"] = "application/json";
@@ -47,7 +47,7 @@ export class Api {
     }
     let response;
     try {
-      response = await fetch(this.config.api + path, init);
+      response = await fetch(base + path, init);
     } catch {
       throw new ApiError(0, "network_error", "The server could not be reached. Check your connection and try again.");
     }
@@ -112,7 +112,9 @@ export class Api {
 
   /** The account's data as one JSON file: `{blob, filename}`. */
   async exportData() {
-    const response = await this.request("GET", "/user/export");
+    // Served where replies stream (on AWS the stream function's URL, which streams the
+    // document instead of buffering it, so an export is not held to API Gateway's 6 MB).
+    const response = await this.request("GET", "/user/export", undefined, {}, this.config.stream);
     const disposition = response.headers.get("content-disposition") || "";
     const match = disposition.match(/filename="?([^";]+)"?/i);
     return { blob: await response.blob(), filename: (match && match[1]) || "chatroom-export.json" };

@@ -1,14 +1,17 @@
-//! Routes of the stream function: a message's reply as server-sent events, live.
-//! Served by a Lambda Function URL in response-streaming mode (API Gateway HTTP APIs
-//! buffer responses), and by the local server on the same path.
+//! Routes of the stream function, whatever is better streamed than buffered: a message's
+//! reply as server-sent events, live, and the account's data export. Served by a Lambda
+//! Function URL in response-streaming mode (API Gateway HTTP APIs buffer responses, up to
+//! 6 MB), and by the local server on the same paths.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use utoipa::OpenApi;
@@ -16,11 +19,14 @@ use uuid::Uuid;
 
 use shared::chat::live::{self, LiveEvent};
 use shared::http::AuthUser;
-use shared::{AppError, AppResult, AppState};
+use shared::{AppError, AppResult, AppState, account};
 
 /// Every (method, path) this function serves; `cargo lambda watch` must route exactly
 /// these here (checked by the route tests). On AWS the function has its own URL.
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/chatroom/{id}/messages/{message_id}/stream")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/chatroom/{id}/messages/{message_id}/stream"),
+    ("GET", "/user/export"),
+];
 
 /// Comment lines sent while nothing else is, so proxies keep the connection open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -28,11 +34,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/chatroom/{id}/messages/{message_id}/stream", get(stream))
+        .route("/user/export", get(export))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(stream), components(schemas(StreamEventData)))]
+#[openapi(paths(stream, export), components(schemas(StreamEventData)))]
 pub struct Api;
 
 /// The `data` of one server-sent event, by event type: `delta` has `text`, `reset` is
@@ -93,4 +100,26 @@ fn sse_event(e: LiveEvent) -> Event {
     } else {
         event.id(e.id)
     }
+}
+
+/// Everything the account holds, as one JSON document written as it is read: the
+/// account, its subscriptions, and every chatroom with its instructions, model and
+/// messages (status and timestamps); schema in docs/api.md. Once per 10 minutes. On AWS
+/// this is served by the stream function's URL, which streams it (no 6 MB cap).
+#[utoipa::path(get, path = "/user/export", tag = "user", security(("bearer" = [])),
+    responses((status = 200, description = "The export (attachment, application/json)", content_type = "application/json"),
+        (status = 429, description = "`export_rate_limited`: one export per 10 minutes",
+            headers(("Retry-After" = u64, description = "Seconds until the next export")))))]
+async fn export(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
+    let chunks = account::export::document(&state, &user).await?;
+    let name = account::export::content_disposition();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }

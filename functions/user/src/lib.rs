@@ -1,11 +1,10 @@
-//! Routes of the user function: the profile, the data export, closing the account.
+//! Routes of the user function: the profile and closing the account (the data export is
+//! the stream function's: it streams).
 
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
@@ -16,21 +15,16 @@ use shared::{AppResult, AppState, account};
 
 /// Every (method, path) this function serves; the SAM template and `cargo lambda watch`
 /// must route exactly these here (checked by the route tests).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/user/me"),
-    ("DELETE", "/user/me"),
-    ("GET", "/user/export"),
-];
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/user/me"), ("DELETE", "/user/me")];
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/user/me", get(me).delete(delete_me))
-        .route("/user/export", get(export))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(me, delete_me, export))]
+#[openapi(paths(me, delete_me))]
 pub struct Api;
 
 /// The signed-in user.
@@ -64,29 +58,4 @@ async fn delete_me(
 ) -> AppResult<StatusCode> {
     account::delete::delete_account(&state, &user, &body.otp, source.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Everything the account holds, as one JSON document (written as it is read): the
-/// account, its subscriptions, and every chatroom with its instructions, model and
-/// messages (status and timestamps). Once per 10 minutes. Through API Gateway a
-/// response is at most 6 MB (docs/api.md, Export).
-#[utoipa::path(get, path = "/user/export", tag = "user", security(("bearer" = [])),
-    responses((status = 200, description = "The export (attachment, application/json)", content_type = "application/json"),
-        (status = 429, description = "`export_rate_limited`: one export per 10 minutes",
-            headers(("Retry-After" = u64, description = "Seconds until the next export")))))]
-async fn export(State(state): State<AppState>, AuthUser(user): AuthUser) -> AppResult<Response> {
-    let chunks = account::export::document(&state, &user).await?;
-    let name = format!(
-        "attachment; filename=\"chatroom-export-{}.json\"",
-        chrono::Utc::now().format("%Y-%m-%d")
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json".to_string()),
-            (header::CONTENT_DISPOSITION, name),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        Body::from_stream(chunks),
-    )
-        .into_response())
 }

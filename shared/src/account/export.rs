@@ -29,6 +29,14 @@ const ROWS: &str = "SELECT c.id, c.name, c.instructions, c.model, c.created_at, 
      FROM chatrooms c LEFT JOIN messages m ON m.chatroom_id = c.id \
      WHERE c.user_id = $1 ORDER BY c.created_at, c.id, m.seq";
 
+/// The `Content-Disposition` of an export: a download named for today.
+pub fn content_disposition() -> String {
+    format!(
+        "attachment; filename=\"chatroom-export-{}.json\"",
+        chrono::Utc::now().format("%Y-%m-%d")
+    )
+}
+
 /// Claims this account's export slot for [`EVERY_SECS`]: 429 `export_rate_limited` with
 /// the seconds left when an export ran in the last 10 minutes.
 pub async fn claim_slot(state: &AppState, user: Uuid) -> AppResult<()> {
