@@ -13,7 +13,10 @@ use crate::error::{AppError, AppResult};
 pub struct Chatroom {
     pub id: Uuid,
     pub name: Option<String>,
-    /// Instructions the model follows in this chatroom (its system instruction).
+    /// Instructions the model follows in this chatroom (its system instruction). Only in
+    /// a single chatroom's views, absent when none are set: the list leaves them out (up
+    /// to 4,000 characters each, a page of 100 could carry 400 kB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
     /// The model replies come from; `null`: the service's default (`GET /models`).
     pub model: Option<String>,
@@ -46,6 +49,10 @@ pub fn parse_name(raw: &str) -> AppResult<String> {
 /// message writes nothing to the chatroom row (no hot row, no bloat; see V6).
 const COLUMNS: &str = "c.id, c.name, c.instructions, c.model, c.created_at, c.updated_at, \
      GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
+         WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at";
+/// [`COLUMNS`] for the list, which leaves the instructions out.
+const LIST_COLUMNS: &str = "c.id, c.name, NULL::text AS instructions, c.model, c.created_at, \
+     c.updated_at, GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
          WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at";
 
 fn from_row(row: &Row) -> Chatroom {
@@ -152,7 +159,7 @@ pub async fn list(
     limit: i64,
 ) -> AppResult<(Vec<Chatroom>, bool)> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLUMNS} FROM chatrooms c WHERE c.user_id = $1) r \
+        "SELECT * FROM (SELECT {LIST_COLUMNS} FROM chatrooms c WHERE c.user_id = $1) r \
          WHERE $2::timestamptz IS NULL OR (r.last_activity_at, r.id) < ($2, $3) \
          ORDER BY r.last_activity_at DESC, r.id DESC LIMIT $4"
     );

@@ -87,11 +87,12 @@ impl GeminiClient {
             .map_err(|e| transient(format!("request failed: {e}")))
     }
 
-    /// `{base}/v1beta/models/{model}:{method}`; the chatroom's model or the default
-    /// (names are checked against `GEMINI_MODELS` before they get here).
+    /// `{base}/v1beta/models/{model}{method}` (`method` with its colon, as the literal
+    /// scripts/sam-check.sh looks for); the chatroom's model or the default (names are
+    /// checked against `GEMINI_MODELS` before they get here).
     fn url(&self, model: Option<&str>, method: &str) -> String {
         format!(
-            "{}/v1beta/models/{}:{method}",
+            "{}/v1beta/models/{}{method}",
             self.base_url,
             model.unwrap_or(&self.default_model)
         )
@@ -103,7 +104,7 @@ impl GeminiClient {
         body: Value,
     ) -> Result<GenerateResponse, ModelError> {
         let started = std::time::Instant::now();
-        let url = self.url(model, "generateContent");
+        let url = self.url(model, ":generateContent");
         let response = self.post(&url, &body, Some(self.timeout)).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ModelError::Transient {
@@ -135,7 +136,7 @@ impl GeminiClient {
         sink: &mut dyn ReplySink,
     ) -> Result<ModelReply, ModelError> {
         let started = std::time::Instant::now();
-        let url = self.url(model, "streamGenerateContent?alt=sse");
+        let url = self.url(model, ":streamGenerateContent?alt=sse");
         let response = self.post(&url, &body, None).await?;
         let status = response.status();
         let is_sse = response
