@@ -6,6 +6,7 @@
 
 mod cold;
 mod deletion;
+mod floor;
 mod growth;
 mod harness;
 mod live;
@@ -29,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let f = harness::fixture(&s, &db).await?;
     let mut report = Report::default();
     // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, live, growth, deletion,
-    // search, sizes); a partial full run updates only its own figures in latest.json.
+    // search, floor, sizes); a partial full run updates only its own figures in latest.json.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     if run("cold") {
@@ -64,8 +65,14 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("bench: search");
         search::run(&s, &db, &mut report).await?;
     }
+    // Last: its hundred thousand sends would weigh on the figures measured after it.
+    if run("floor") {
+        eprintln!("bench: floors of this machine");
+        floor::run(&s, &db, &mut report).await?;
+    }
     if run("sizes") {
         sizes::run(&mut report);
     }
+    floor::fractions(&mut report);
     report.finish(quick, &only)
 }
