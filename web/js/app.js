@@ -510,28 +510,43 @@ async function regenerate(userLi) {
   if (!room || !message || state.busy) return;
   clearError();
   cancelEdit();
+  await askAgain(userLi, () => state.api.regenerate(room.id, message.id));
+}
+
+/**
+ * The part regenerate and edit share: `request` asks the API (202 `{message}`); then the
+ * old reply goes and the new one is followed as after a send. A daily-cap refusal shows
+ * the cap notice; the 409s are said in words.
+ */
+async function askAgain(li, request) {
+  const room = state.room;
   setBusy(true);
   try {
     let accepted;
     try {
-      accepted = (await state.api.regenerate(room.id, message.id)).message;
+      accepted = (await request()).message;
     } catch (error) {
-      if (error instanceof ApiError && error.code === "daily_limit_reached") {
-        await refreshUsage().catch(() => {});
-        showCap(error);
-        return;
-      }
+      if (await capRefused(error)) return;
       throw conversationError(error);
     }
-    if (!state.room || state.room.id !== room.id || !userLi.isConnected) return;
-    dropRepliesAfter(userLi);
-    updateMessage(userLi, accepted);
+    cancelEdit();
+    if (!state.room || state.room.id !== room.id || !li.isConnected) return;
+    dropRepliesAfter(li);
+    updateMessage(li, accepted);
     scrollToEnd();
     refreshUsage().catch(showError);
-    await followReply(room.id, accepted, userLi);
+    await followReply(room.id, accepted, li);
   } finally {
     setBusy(false);
   }
+}
+
+/** A daily-cap refusal (429 `daily_limit_reached`): usage refreshed, the notice shown. */
+async function capRefused(error) {
+  if (!(error instanceof ApiError && error.code === "daily_limit_reached")) return false;
+  await refreshUsage().catch(() => {});
+  showCap(error);
+  return true;
 }
 
 /** The 409s of regenerate and edit, said for this page. */
@@ -606,29 +621,7 @@ async function saveEdit(li, text) {
     cancelEdit();
     return;
   }
-  setBusy(true);
-  try {
-    let accepted;
-    try {
-      accepted = (await state.api.editMessage(room.id, message.id, content)).message;
-    } catch (error) {
-      if (error instanceof ApiError && error.code === "daily_limit_reached") {
-        await refreshUsage().catch(() => {});
-        showCap(error);
-        return;
-      }
-      throw conversationError(error);
-    }
-    cancelEdit();
-    if (!state.room || state.room.id !== room.id || !li.isConnected) return;
-    dropRepliesAfter(li);
-    updateMessage(li, accepted);
-    scrollToEnd();
-    refreshUsage().catch(showError);
-    await followReply(room.id, accepted, li);
-  } finally {
-    setBusy(false);
-  }
+  await askAgain(li, () => state.api.editMessage(room.id, message.id, content));
 }
 
 function findMessage(id) {
@@ -679,11 +672,7 @@ async function sendContent(content, onAccepted) {
   try {
     message = (await state.api.post(`/chatroom/${room.id}/message`, { content }, { "idempotency-key": idempotencyKey() })).message;
   } catch (error) {
-    if (error instanceof ApiError && error.code === "daily_limit_reached") {
-      await refreshUsage().catch(() => {});
-      showCap(error);
-      return;
-    }
+    if (await capRefused(error)) return;
     throw error;
   }
   onAccepted();

@@ -21,12 +21,10 @@ use uuid::Uuid;
 use crate::auth::email::Email;
 use crate::auth::otp::Purpose;
 use crate::auth::users::User;
-use crate::chat::{cache, live};
+use crate::chat::{cache, live, messages};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-/// Messages deleted per statement: short locks, bounded WAL per step.
-const BATCH: i64 = 2000;
 /// Time a request spends deleting before it leaves the rest to the sweep.
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(10);
 
@@ -125,18 +123,8 @@ async fn close(state: &AppState, user: Uuid) -> AppResult<Vec<Uuid>> {
 /// Deletes a closed account's messages a batch at a time, then the account; `false`
 /// when `deadline` came first (the rest is left for [`finish_closed`]).
 async fn purge(state: &AppState, user: Uuid, deadline: Instant) -> AppResult<bool> {
-    let db = state.db().await?;
-    loop {
-        let n = db
-            .execute(
-                "DELETE FROM messages WHERE id IN \
-                 (SELECT id FROM messages WHERE user_id = $1 LIMIT $2)",
-                &[&user, &BATCH],
-            )
-            .await?;
-        if n == 0 {
-            break;
-        }
+    let mut db = state.db().await?;
+    while messages::delete_user_batch(&mut db, user).await? > 0 {
         if Instant::now() >= deadline {
             return Ok(false);
         }

@@ -37,10 +37,14 @@ pub fn content_disposition() -> String {
     )
 }
 
+fn slot_key(state: &AppState, user: Uuid) -> String {
+    state.redis.key(&["export", &user.to_string()])
+}
+
 /// Claims this account's export slot for [`EVERY_SECS`]: 429 `export_rate_limited` with
 /// the seconds left when an export ran in the last 10 minutes.
 pub async fn claim_slot(state: &AppState, user: Uuid) -> AppResult<()> {
-    let key = state.redis.key(&["export", &user.to_string()]);
+    let key = slot_key(state, user);
     let mut conn = state.redis.conn();
     let claimed: Option<String> = redis::cmd("SET")
         .arg(&key)
@@ -63,7 +67,7 @@ pub async fn claim_slot(state: &AppState, user: Uuid) -> AppResult<()> {
 
 /// Gives the slot back when the export could not start (its database was down).
 async fn release_slot(state: &AppState, user: Uuid) {
-    let key = state.redis.key(&["export", &user.to_string()]);
+    let key = slot_key(state, user);
     let released: redis::RedisResult<()> = redis::cmd("DEL")
         .arg(key)
         .query_async(&mut state.redis.conn())

@@ -44,16 +44,25 @@ pub fn parse_name(raw: &str) -> AppResult<String> {
     Ok(name.to_string())
 }
 
-/// What clients see. `last_activity_at` is not stored: it is the newest message's time (or
-/// the creation time), one probe of `messages_by_chatroom` per chatroom, so sending a
-/// message writes nothing to the chatroom row (no hot row, no bloat; see V6).
-const COLUMNS: &str = "c.id, c.name, c.instructions, c.model, c.created_at, c.updated_at, \
-     GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
-         WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at";
+/// `last_activity_at` is not stored: it is the newest message's time (or the creation
+/// time), one probe of `messages_by_chatroom` per chatroom, so sending a message writes
+/// nothing to the chatroom row (no hot row, no bloat; see V6).
+macro_rules! last_activity {
+    () => {
+        "GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
+         WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at"
+    };
+}
+/// What clients see.
+const COLUMNS: &str = concat!(
+    "c.id, c.name, c.instructions, c.model, c.created_at, c.updated_at, ",
+    last_activity!()
+);
 /// [`COLUMNS`] for the list, which leaves the instructions out.
-const LIST_COLUMNS: &str = "c.id, c.name, NULL::text AS instructions, c.model, c.created_at, \
-     c.updated_at, GREATEST(c.created_at, (SELECT m.created_at FROM messages m \
-         WHERE m.chatroom_id = c.id ORDER BY m.seq DESC LIMIT 1)) AS last_activity_at";
+const LIST_COLUMNS: &str = concat!(
+    "c.id, c.name, NULL::text AS instructions, c.model, c.created_at, c.updated_at, ",
+    last_activity!()
+);
 
 fn from_row(row: &Row) -> Chatroom {
     Chatroom {

@@ -356,25 +356,43 @@ pub async fn take_stale_pending<C: GenericClient>(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Messages deleted per statement when a chatroom goes, each statement under its own
-/// timeout: one huge cascading DELETE could run past any request's deadline.
+/// Messages deleted per statement when a chatroom or an account goes, each statement
+/// under its own timeout: one huge cascading DELETE could run past any request's deadline.
 pub const DELETE_BATCH: i64 = 2_000;
 
 /// Deletes up to [`DELETE_BATCH`] of a chatroom's messages (newest first, so replies go
 /// before what they answer); returns how many went.
 pub async fn delete_batch(db: &mut deadpool_postgres::Client, chatroom: Uuid) -> AppResult<u64> {
+    delete_batch_where(
+        db,
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
+         WHERE chatroom_id = $1 ORDER BY seq DESC LIMIT $2)",
+        chatroom,
+    )
+    .await
+}
+
+/// [`delete_batch`] over every chatroom of a closed account (`messages_by_user`).
+pub async fn delete_user_batch(db: &mut deadpool_postgres::Client, user: Uuid) -> AppResult<u64> {
+    delete_batch_where(
+        db,
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
+         WHERE user_id = $1 ORDER BY seq DESC LIMIT $2)",
+        user,
+    )
+    .await
+}
+
+async fn delete_batch_where(
+    db: &mut deadpool_postgres::Client,
+    sql: &str,
+    id: Uuid,
+) -> AppResult<u64> {
     let tx = db.transaction().await?;
     tx.batch_execute("SET LOCAL statement_timeout = '5s'")
         .await?;
     let n = tx
-        .execute(
-            &tx.prepare_cached(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages \
-                 WHERE chatroom_id = $1 ORDER BY seq DESC LIMIT $2)",
-            )
-            .await?,
-            &[&chatroom, &DELETE_BATCH],
-        )
+        .execute(&tx.prepare_cached(sql).await?, &[&id, &DELETE_BATCH])
         .await?;
     tx.commit().await?;
     Ok(n)

@@ -49,6 +49,23 @@ impl Run<'_> {
         })
     }
 
+    /// Logs Ada in with her new password (after the reset revoked her tokens) and uses
+    /// the fresh token as `{{TOKEN}}`.
+    async fn sign_in_again(&mut self) {
+        let r = self
+            .app
+            .post(
+                "/auth/login",
+                serde_json::json!({ "email": "ada@example.com", "password": "a-brand-new-password" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        self.vars.insert(
+            "TOKEN",
+            r.body["access_token"].as_str().unwrap().to_string(),
+        );
+    }
+
     /// Parses an API Gateway HTTP API (v2) event as lambda_http does and calls the router.
     async fn http(&mut self, name: &str, expected: StatusCode) -> TestResponse {
         let text = self.load(name);
@@ -340,16 +357,7 @@ async fn every_sample_event_runs_through_its_function() {
         .insert("OTP", r.body["otp"].as_str().unwrap().to_string());
     run.http("auth/reset-password.json", StatusCode::OK).await;
     // The reset revoked the token: log in again for the last event.
-    let r = app
-        .post(
-            "/auth/login",
-            serde_json::json!({ "email": "ada@example.com", "password": "a-brand-new-password" }),
-        )
-        .await;
-    run.vars.insert(
-        "TOKEN",
-        r.body["access_token"].as_str().unwrap().to_string(),
-    );
+    run.sign_in_again().await;
     // The export, streamed by the stream function as its Function URL serves it.
     let (status, headers, body) = run.streaming("stream/export.json").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -369,16 +377,7 @@ async fn every_sample_event_runs_through_its_function() {
     assert_eq!(r.error_code(), "unauthorized");
 
     // Closing the account: a fresh code confirms it; the Pro subscription is cancelled.
-    let r = app
-        .post(
-            "/auth/login",
-            serde_json::json!({ "email": "ada@example.com", "password": "a-brand-new-password" }),
-        )
-        .await;
-    run.vars.insert(
-        "TOKEN",
-        r.body["access_token"].as_str().unwrap().to_string(),
-    );
+    run.sign_in_again().await;
     run.vars
         .insert("OTP", app.request_otp("ada@example.com").await);
     run.http("user/delete-me.json", StatusCode::NO_CONTENT)
