@@ -1,4 +1,4 @@
-.PHONY: dev test smoke emulator test-web deploy-web watch check fmt clippy lint links migrate package arm64-check soak bench bench-quick sam-env sam-check
+.PHONY: dev test smoke emulator test-web deploy-web watch check fmt clippy lint links migrate package arm64-check soak bench bench-quick profile sam-env sam-check
 
 ## The web client and the whole API on http://127.0.0.1:3000 (installs and starts what it needs)
 dev:
@@ -77,3 +77,7 @@ bench:
 ## The same suite, short and on a debug build: proves it works (CI runs this)
 bench-quick:
 	bash bench/run.sh --quick
+
+## Flame graphs of list, detail and send under the bench's load (perf; bench/results/)
+profile:
+	bash bench/profile.sh

@@ -46,8 +46,15 @@ elif [ -n "$QUICK" ] || [ "${BENCH_PROFILE:-}" = debug ]; then
     for f in $FUNCTIONS hello; do ln -sf "$TARGET/debug/$f" "$BIN_DIR/$f"; done
 elif [ -n "${BENCH_ONLY:-}" ] && ! grep -qE '(^|,)(cold|sizes)(,|$)' <<<"$BENCH_ONLY"; then
     # A partial run without cold starts or sizes needs no Lambda packages.
-    cargo build -q --release -p bench -p local-server --bins
     PROFILE=release
+    if [ -n "${BENCH_PERF_DIR:-}" ]; then
+        # bench/profile.sh: the server is the same release code with its symbols, for perf.
+        cargo build -q --release -p bench --bins
+        cargo build -q --profile profiling -p local-server --bin local-server
+        SERVER_PROFILE=profiling
+    else
+        cargo build -q --release -p bench -p local-server --bins
+    fi
 else
     # Both architectures' sizes are reported; BENCH_ARCHES=x86_64 skips the arm64 build
     # (a second release build of every function).
@@ -71,7 +78,8 @@ else
     ln -sf "$TARGET/release/hello" "$BIN_DIR/hello"
 fi
 # Copies, so that another build into a shared target directory cannot swap them mid-run.
-for b in local-server bench; do cp "$TARGET/$PROFILE/$b" "$BIN_DIR/$b.run"; done
+cp "$TARGET/${SERVER_PROFILE:-$PROFILE}/local-server" "$BIN_DIR/local-server.run"
+cp "$TARGET/$PROFILE/bench" "$BIN_DIR/bench.run"
 
 STATE="$(state_dir bench)"
 # BENCH_PG_SHARED_BUFFERS sizes PostgreSQL's buffer cache (its own default is 128MB).

@@ -1,4 +1,6 @@
 //! Warm API: throughput and latency of the main routes under `wrk`, 50 connections.
+//! With `BENCH_PERF_DIR` (`make profile`), each route gets one more run, recorded by
+//! `perf` across the whole machine and kept out of the figures.
 
 use crate::harness::{Fixture, Settings, load_rooms, send_script, wrk};
 use crate::report::Report;
@@ -18,29 +20,38 @@ pub async fn run(
     let script = send_script("bench-send.lua", &rooms)?;
     let scenarios = [
         (
+            "list",
             "GET /chatroom (cache hit)",
             format!("{}/chatroom", s.base),
             None,
         ),
         (
+            "detail",
             "GET /chatroom/{id}",
             format!("{}/chatroom/{}", s.base, f.chatroom),
             None,
         ),
         (
+            "send",
             "POST /chatroom/{id}/message (Pro, 50 chatrooms)",
             s.base.clone(),
             Some(script.to_str().unwrap()),
         ),
-        ("GET /user/me", format!("{}/user/me", s.base), None),
+        ("me", "GET /user/me", format!("{}/user/me", s.base), None),
     ];
-    for (name, url, script) in scenarios {
+    let perf_dir = std::env::var_os("BENCH_PERF_DIR").map(std::path::PathBuf::from);
+    for (slug, name, url, script) in scenarios {
         let (mut rps, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..repeats {
             let (r, a, b) = wrk(&url, &f.token, 50, seconds, script)?;
             rps.push(r);
             p50.push(a);
             p99.push(b);
+        }
+        if let Some(dir) = &perf_dir {
+            profiled(&dir.join(format!("{slug}.data")), seconds, || {
+                wrk(&url, &f.token, 50, seconds, script)
+            })?;
         }
         report.add(
             2,
@@ -65,4 +76,24 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Runs `load` while `perf` samples every CPU (the server, PostgreSQL, Redis and `wrk`
+/// share them) with DWARF call graphs into `out`, for bench/profile.sh's flame graphs.
+fn profiled<T>(
+    out: &std::path::Path,
+    seconds: u64,
+    load: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-q", "-a", "-e", "cpu-clock", "-F", "499"])
+        .args(["--call-graph", "dwarf", "-o"])
+        .arg(out)
+        .args(["--", "sleep", &seconds.to_string()])
+        .spawn()
+        .context("perf (Debian: linux-perf)")?;
+    let loaded = load();
+    anyhow::ensure!(perf.wait()?.success(), "perf record failed");
+    loaded.map(drop)
 }
