@@ -3,7 +3,7 @@
 # short runs: proves the suite works, judges nothing; with BENCH_PACKAGES=.aws-sam/build,
 # as in CI, the functions are the release packages `sam build` made instead). Starts its own PostgreSQL, Redis
 # and local server, prints one table and writes bench/results/latest.json.
-# BENCH_ONLY=deletion (a comma list of cold, warm, sustained, worker, live, growth, deletion, search, floor, sizes) runs
+# BENCH_ONLY=deletion (a comma list of cold, startup, warm, sustained, worker, live, growth, deletion, search, floor, sizes) runs
 # only those parts and replaces only their figures.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/services.sh"

@@ -3,6 +3,10 @@
 //! the same `wrk` load as the list and detail routes; and the database floor, the
 //! statements a send and its reply execute, driven by `pgbench` on the bench's
 //! PostgreSQL. Each route's throughput is then printed as a fraction of its floor.
+//! Beside the HTTP floor, the same server answers after the round trips a route cannot
+//! do without (the list: the caller's row and the cached page; the detail: the caller's
+//! row and the page's query), each a trivial query: what a route of that shape can reach
+//! on this machine, whatever its code.
 
 use std::process::Command;
 
@@ -33,14 +37,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // As the warm figures: three runs (min / median / max), for this machine varies.
     let (seconds, repeats) = if s.quick { (2, 1) } else { (10, 3) };
-    let mut http = Vec::new();
-    for _ in 0..repeats {
-        http.push(hello_floor(seconds)?);
-    }
-    report.add(ORDER, SECTION, HTTP_FLOOR, "req/s", http);
-
     // A user of its own: its sends stay out of the other parts' accounts.
     let user = pro_user(db, "floor").await?;
+    for (path, figure) in [
+        ("/hello", HTTP_FLOOR),
+        ("/pg", PG_SHAPE),
+        ("/pg-redis", LIST_SHAPE),
+        ("/pg-pg", DETAIL_SHAPE),
+    ] {
+        let mut rps = Vec::new();
+        for _ in 0..repeats {
+            rps.push(hello_floor(s, user, path, seconds)?);
+        }
+        report.add(ORDER, SECTION, figure, "req/s", rps);
+    }
+
     let room = chatroom(db, user, "floor").await?;
     let script = std::env::temp_dir().join(format!("bench-floor-{}.sql", std::process::id()));
     std::fs::write(&script, SEND_AND_REPLY)?;
@@ -55,6 +66,9 @@ pub async fn run(
 }
 
 const HTTP_FLOOR: &str = "HTTP: hello-world axum route, wrk -c50: throughput";
+const PG_SHAPE: &str = "HTTP + 1 PostgreSQL read (GET /user/me's round trips)";
+const LIST_SHAPE: &str = "HTTP + 1 PostgreSQL read + 1 Redis read (the list's round trips)";
+const DETAIL_SHAPE: &str = "HTTP + 2 PostgreSQL reads (the detail's round trips)";
 const DB_FLOOR: &str = "PostgreSQL: a send and its reply's statements, pgbench -c 8";
 
 /// Transactions per second of one pgbench run of the send-and-reply script.
@@ -88,20 +102,96 @@ fn pgbench(
         .with_context(|| format!("unreadable pgbench output:\n{text}"))
 }
 
-/// req/s of a hello-world axum route on its own two-worker runtime (the local server's
-/// shape), under the warm figures' load.
-fn hello_floor(seconds: u64) -> anyhow::Result<f64> {
+/// req/s of a hello-world axum server on its own two-worker runtime (the local server's
+/// shape), under the warm figures' load, at `path`: `/hello` answers at once; `/pg`,
+/// `/pg-pg` and `/pg-redis` first read `user`'s row (a prepared primary-key read, over
+/// eight connections as the server's pool) and, for the last two, a second row or a
+/// Redis key.
+fn hello_floor(s: &Settings, user: uuid::Uuid, path: &str, seconds: u64) -> anyhow::Result<f64> {
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Stores {
+        pg: Vec<(tokio_postgres::Client, tokio_postgres::Statement)>,
+        next: AtomicUsize,
+        redis: redis::aio::MultiplexedConnection,
+        user: uuid::Uuid,
+    }
+    impl Stores {
+        async fn read_user(&self) -> String {
+            let (client, statement) =
+                &self.pg[self.next.fetch_add(1, Ordering::Relaxed) % self.pg.len()];
+            match client.query_opt(statement, &[&self.user]).await {
+                Ok(Some(row)) => row.get::<_, String>(0),
+                _ => String::new(),
+            }
+        }
+        async fn read_redis(&self) -> String {
+            let got: Option<String> = redis::cmd("GET")
+                .arg("bench:floor")
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap_or_default();
+            got.unwrap_or_default()
+        }
+    }
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let (database_url, redis_url) = (s.database_url.clone(), s.redis_url.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready, is_ready) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let server = std::thread::spawn(move || -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+            let connect = async {
+                let mut pg = Vec::new();
+                for _ in 0..8 {
+                    let (client, conn) =
+                        tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(conn);
+                    let statement = client
+                        .prepare("SELECT email FROM users WHERE id = $1")
+                        .await?;
+                    pg.push((client, statement));
+                }
+                let redis = redis::Client::open(redis_url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                anyhow::Ok(Arc::new(Stores {
+                    pg,
+                    next: AtomicUsize::new(0),
+                    redis,
+                    user,
+                }))
+            };
+            let stores = match connect.await {
+                Ok(stores) => {
+                    let _ = ready.send(Ok(()));
+                    stores
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let (a, b, c) = (stores.clone(), stores.clone(), stores);
+            let app = axum::Router::new()
+                .route("/hello", get(|| async { "hello" }))
+                .route("/pg", get(move || async move { a.read_user().await }))
+                .route(
+                    "/pg-pg",
+                    get(move || async move { b.read_user().await + &b.read_user().await }),
+                )
+                .route(
+                    "/pg-redis",
+                    get(move || async move { c.read_user().await + &c.read_redis().await }),
+                );
             let listener = tokio::net::TcpListener::from_std(listener)?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -111,7 +201,13 @@ fn hello_floor(seconds: u64) -> anyhow::Result<f64> {
             Ok(())
         })
     });
-    let measured = wrk(&format!("http://{addr}/hello"), "floor", 50, seconds, None);
+    let measured = match is_ready.recv() {
+        Ok(Ok(())) => wrk(&format!("http://{addr}{path}"), "floor", 50, seconds, None),
+        Ok(Err(e)) => Err(e.context("the floor server could not reach the stores")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the floor server stopped before it was ready"
+        )),
+    };
     let _ = stop.send(());
     server
         .join()
@@ -124,14 +220,32 @@ pub fn fractions(report: &mut Report) {
     let Some(http) = report.median(HTTP_FLOOR) else {
         return;
     };
-    for route in ["GET /chatroom (cache hit)", "GET /chatroom/{id}"] {
-        if let Some(rps) = report.median(&format!("{route}: throughput")) {
+    for (route, shape, shape_name) in [
+        (
+            "GET /chatroom (cache hit)",
+            LIST_SHAPE,
+            "HTTP + PostgreSQL + Redis",
+        ),
+        ("GET /chatroom/{id}", DETAIL_SHAPE, "HTTP + 2 PostgreSQL"),
+        ("GET /user/me", PG_SHAPE, "HTTP + PostgreSQL"),
+    ] {
+        let Some(rps) = report.median(&format!("{route}: throughput")) else {
+            continue;
+        };
+        report.add(
+            ORDER,
+            SECTION,
+            &format!("{route} / HTTP floor"),
+            "×",
+            vec![rps / http],
+        );
+        if let Some(floor) = report.median(shape) {
             report.add(
                 ORDER,
                 SECTION,
-                &format!("{route} / HTTP floor"),
+                &format!("{route} / {shape_name} floor"),
                 "×",
-                vec![rps / http],
+                vec![rps / floor],
             );
         }
     }

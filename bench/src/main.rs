@@ -14,6 +14,7 @@ mod report;
 mod runtime_api;
 mod search;
 mod sizes;
+mod startup;
 mod sustained;
 mod warm;
 mod worker;
@@ -29,13 +30,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(conn);
     let f = harness::fixture(&s, &db).await?;
     let mut report = Report::default();
-    // BENCH_ONLY=deletion,... runs just those parts (cold, warm, sustained, worker, live, growth, deletion,
+    // BENCH_ONLY=deletion,... runs just those parts (cold, startup, warm, sustained, worker, live, growth, deletion,
     // search, floor, sizes); a partial full run updates only its own figures in latest.json.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     if run("cold") {
         eprintln!("bench: cold start and memory");
         cold::run(&s, &f, &mut report).await?;
+    }
+    if run("startup") {
+        eprintln!("bench: local server start-up");
+        startup::run(&s, &f, &mut report).await?;
     }
     if run("warm") {
         eprintln!("bench: warm API");

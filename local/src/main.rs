@@ -14,6 +14,11 @@ use shared::clients::queue::ReplyJob;
 use shared::clients::queue::memory::MemoryQueue;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+// One process serves every route and the worker on all cores: glibc's allocator showed
+// as 7-10 % of the machine's samples under the bench's load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let state =
@@ -93,7 +98,10 @@ async fn run_sweeper(worker: Worker) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+    // The first sweep after one interval, not at start: it would compete with the first
+    // requests (and a fresh start has little to sweep that cannot wait a minute).
+    let every = Duration::from_secs(every.max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
         if let Err(e) = shared::maintenance::sweep(&worker).await {

@@ -26,7 +26,6 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 
 pub async fn enforce(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
     Path(params): Path<Vec<(String, String)>>,
     request: Request,
     next: Next,
@@ -44,7 +43,13 @@ pub async fn enforce(
     let chatroom = id("id")?.ok_or_else(|| AppError::BadRequest("no chatroom id".into()))?;
     let message = id("message_id")?;
     let regenerate = request.uri().path().ends_with("/regenerate");
-    chat::ensure_owned(&state, user.id, chatroom).await?;
+    // The caller and the ownership in one query; the handler's `AuthUser` reuses it.
+    let (mut parts, body) = request.into_parts();
+    let (AuthUser(user), owns) = AuthUser::with_chatroom(&mut parts, &state, chatroom).await?;
+    if !owns {
+        return Err(chat::not_found());
+    }
+    let request = Request::from_parts(parts, body);
     let now = Utc::now();
     let day = quota::today(now);
     let limit = quota::limit_for(&user.tier, state.config.basic_daily_limit);

@@ -30,7 +30,9 @@ pub const PAGE_MAX: i64 = 100;
 pub const WAIT_MAX_SECS: u64 = 20;
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
-fn not_found() -> AppError {
+/// The answer for a chatroom that does not exist or is not the caller's (the same, so
+/// that ids of other users' chatrooms cannot be probed).
+pub fn not_found() -> AppError {
     AppError::NotFound("chatroom not found".into())
 }
 
@@ -91,15 +93,6 @@ pub async fn list_chatrooms(
         tracing::warn!(error = %e, "could not fill the chatroom cache");
     }
     Ok((body, false))
-}
-
-/// 404 unless `user` owns chatroom `id` (the send route checks this before counting quota).
-pub async fn ensure_owned(state: &AppState, user: Uuid, id: Uuid) -> AppResult<()> {
-    if chatrooms::is_owned(&state.db().await?, user, id).await? {
-        Ok(())
-    } else {
-        Err(not_found())
-    }
 }
 
 pub struct Page {

@@ -179,7 +179,10 @@ impl ReplyModel for OfflineModel {
         })
     }
 
-    /// Word by word with a short pause, so that `make dev` shows a live reply.
+    /// A few words at a time with a short pause, so that `make dev` shows a live reply:
+    /// pieces the size of Gemini's stream frames, not single words (a word every 60 ms
+    /// outran the writer's 50 ms window, one Redis stream entry per word; see
+    /// docs/performance.md#where-the-time-goes).
     async fn reply_streaming(
         &self,
         prompt: &Prompt,
@@ -189,17 +192,19 @@ impl ReplyModel for OfflineModel {
         let ModelReply::Text { text, .. } = &reply else {
             return Ok(reply);
         };
+        let words: Vec<&str> = text.split_inclusive(' ').collect();
         let mut sent = String::new();
-        for word in text.split_inclusive(' ') {
+        for piece in words.chunks(OFFLINE_WORDS_PER_PIECE) {
             if sink.cancelled() {
                 return Ok(ModelReply::Text {
                     text: sent,
                     finish_reason: CANCELLED.into(),
                 });
             }
-            tokio::time::sleep(OFFLINE_WORD_DELAY).await;
-            sink.text(word);
-            sent.push_str(word);
+            tokio::time::sleep(OFFLINE_PIECE_DELAY).await;
+            let piece = piece.concat();
+            sink.text(&piece);
+            sent.push_str(&piece);
         }
         Ok(reply)
     }
@@ -209,7 +214,8 @@ impl ReplyModel for OfflineModel {
     }
 }
 
-const OFFLINE_WORD_DELAY: Duration = Duration::from_millis(60);
+const OFFLINE_WORDS_PER_PIECE: usize = 4;
+const OFFLINE_PIECE_DELAY: Duration = Duration::from_millis(200);
 
 /// A title is one line, unquoted, at most 60 characters (on a word boundary when possible).
 pub fn clean_title(raw: &str) -> String {

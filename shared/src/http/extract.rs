@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
+use crate::auth::jwt::Claims;
 use crate::auth::users::{self, User};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -53,28 +54,54 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(known) = parts.extensions.get::<AuthUser>() {
             return Ok(known.clone());
         }
-        let unauthorized = |m: &str| AppError::Unauthorized(m.to_string());
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing bearer token"))?
-            .to_str()
-            .map_err(|_| unauthorized("malformed authorization header"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(unauthorized("expected `Authorization: Bearer <token>`")),
-        };
-        let claims = state.tokens()?.verify(token).await?;
+        let claims = bearer_claims(parts, state).await?;
         let db = state.db().await?;
-        let user = users::by_id(&db, claims.sub)
-            .await?
-            .ok_or_else(|| unauthorized("invalid or expired token"))?;
+        let user = users::by_id(&db, claims.sub).await?;
+        Self::admit(parts, claims, user)
+    }
+}
+
+impl AuthUser {
+    /// The caller and whether they own `chatroom`, in one query (the daily cap asks
+    /// both on every send); later `AuthUser` extractions of the request reuse the user.
+    pub async fn with_chatroom(
+        parts: &mut Parts,
+        state: &AppState,
+        chatroom: uuid::Uuid,
+    ) -> Result<(Self, bool), AppError> {
+        let claims = bearer_claims(parts, state).await?;
+        let db = state.db().await?;
+        let (user, owns) = match users::by_id_owning(&db, claims.sub, chatroom).await? {
+            Some((user, owns)) => (Some(user), owns),
+            None => (None, false),
+        };
+        Ok((Self::admit(parts, claims, user)?, owns))
+    }
+
+    fn admit(parts: &mut Parts, claims: Claims, user: Option<User>) -> Result<Self, AppError> {
+        let user = user.ok_or_else(|| AppError::Unauthorized("invalid or expired token".into()))?;
         if user.token_version != claims.ver {
-            return Err(unauthorized("token has been revoked"));
+            return Err(AppError::Unauthorized("token has been revoked".into()));
         }
         parts.extensions.insert(Self(user.clone()));
         Ok(Self(user))
     }
+}
+
+/// The verified claims of the request's `Authorization: Bearer <jwt>`.
+async fn bearer_claims(parts: &Parts, state: &AppState) -> Result<Claims, AppError> {
+    let unauthorized = |m: &str| AppError::Unauthorized(m.to_string());
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing bearer token"))?
+        .to_str()
+        .map_err(|_| unauthorized("malformed authorization header"))?;
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(unauthorized("expected `Authorization: Bearer <token>`")),
+    };
+    state.tokens()?.verify(token).await
 }
 
 /// Like [`ApiJson`], but an empty body means `None` (for routes whose body is optional).
