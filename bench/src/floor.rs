@@ -41,6 +41,7 @@ pub async fn run(
     let user = pro_user(db, "floor").await?;
     for (path, figure) in [
         ("/hello", HTTP_FLOOR),
+        ("/redis", REDIS_SHAPE),
         ("/pg", PG_SHAPE),
         ("/pg-redis", LIST_SHAPE),
         ("/pg-pg", DETAIL_SHAPE),
@@ -66,6 +67,7 @@ pub async fn run(
 }
 
 const HTTP_FLOOR: &str = "HTTP: hello-world axum route, wrk -c50: throughput";
+const REDIS_SHAPE: &str = "HTTP + 1 Redis read (any route with one round trip)";
 const PG_SHAPE: &str = "HTTP + 1 PostgreSQL read (GET /user/me's round trips)";
 const LIST_SHAPE: &str = "HTTP + 1 PostgreSQL read + 1 Redis read (the list's round trips)";
 const DETAIL_SHAPE: &str = "HTTP + 2 PostgreSQL reads (the detail's round trips)";
@@ -103,7 +105,8 @@ fn pgbench(
 }
 
 /// req/s of a hello-world axum server on its own two-worker runtime (the local server's
-/// shape), under the warm figures' load, at `path`: `/hello` answers at once; `/pg`,
+/// shape), under the warm figures' load, at `path`: `/hello` answers at once, `/redis`
+/// after reading a Redis key; `/pg`,
 /// `/pg-pg` and `/pg-redis` first read `user`'s row (a prepared primary-key read, over
 /// eight connections as the server's pool) and, for the last two, a second row or a
 /// Redis key.
@@ -180,9 +183,10 @@ fn hello_floor(s: &Settings, user: uuid::Uuid, path: &str, seconds: u64) -> anyh
                     return Ok(());
                 }
             };
-            let (a, b, c) = (stores.clone(), stores.clone(), stores);
+            let (a, b, c, d) = (stores.clone(), stores.clone(), stores.clone(), stores);
             let app = axum::Router::new()
                 .route("/hello", get(|| async { "hello" }))
+                .route("/redis", get(move || async move { d.read_redis().await }))
                 .route("/pg", get(move || async move { a.read_user().await }))
                 .route(
                     "/pg-pg",

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use shared::chat;
 use shared::chat::chatrooms::Chatroom;
 use shared::chat::messages::Message;
-use shared::http::{ApiJson, AuthUser, OptionalJson};
+use shared::http::{ApiJson, AuthUser, Bearer, OptionalJson};
 use shared::{AppError, AppResult, AppState};
 
 pub use daily_cap::REPLAYED_HEADER;
@@ -250,10 +250,10 @@ fn page_body(chatroom: Chatroom, page: chat::Page) -> ChatroomPage {
     params(("id" = Uuid, Path)), responses((status = 200, body = ChatroomPage)))]
 async fn show(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Bearer(caller): Bearer,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<ChatroomPage>> {
-    let (room, page) = chat::messages_page(&state, user.id, id, None, None).await?;
+    let (room, page) = chat::messages_page(&state, &caller, id, None, None).await?;
     Ok(Json(page_body(room, page)))
 }
 
@@ -262,11 +262,11 @@ async fn show(
     params(("id" = Uuid, Path), PageQuery), responses((status = 200, body = ChatroomPage)))]
 async fn page(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Bearer(caller): Bearer,
     Path(id): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> AppResult<Json<ChatroomPage>> {
-    let (room, page) = chat::messages_page(&state, user.id, id, q.before, q.limit).await?;
+    let (room, page) = chat::messages_page(&state, &caller, id, q.before, q.limit).await?;
     Ok(Json(page_body(room, page)))
 }
 

@@ -340,3 +340,13 @@ pub async fn me(state: &AppState, id: Uuid) -> AppResult<User> {
         .await?
         .ok_or_else(|| AppError::NotFound("user not found".into()))
 }
+
+/// The user a verified token speaks for: their row must exist and carry the token's
+/// version (a password change or a closed account bumps it, refusing older tokens).
+pub fn admit(claims: &jwt::Claims, user: Option<User>) -> AppResult<User> {
+    let user = user.ok_or_else(|| AppError::Unauthorized("invalid or expired token".into()))?;
+    if user.token_version != claims.ver {
+        return Err(AppError::Unauthorized("token has been revoked".into()));
+    }
+    Ok(user)
+}

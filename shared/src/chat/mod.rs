@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::jwt::Claims;
+use crate::auth::users;
 use crate::clients::queue::ReplyJob;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -101,10 +103,12 @@ pub struct Page {
     pub next_cursor: Option<Uuid>,
 }
 
-/// A page of messages, oldest first, older than the `before` message (a message id).
+/// A page of messages, oldest first, older than the `before` message (a message id),
+/// for the holder of `caller`'s token: their row is read in the same round trip as the
+/// chatroom and its messages, and checked before any of it is used.
 pub async fn messages_page(
     state: &AppState,
-    user: Uuid,
+    caller: &Claims,
     chatroom: Uuid,
     before: Option<Uuid>,
     limit: Option<i64>,
@@ -115,23 +119,28 @@ pub async fn messages_page(
             "limit must be between 1 and {PAGE_MAX}"
         )));
     }
+    let user = caller.sub;
     let db = state.db().await?;
-    // The ownership check and the reads it guards go out together (tokio-postgres
-    // pipelines queries polled at once on one connection): one round trip, not two. What
-    // they read is only returned once ownership is confirmed.
+    // The caller's row, the ownership check and the reads they guard go out together
+    // (tokio-postgres pipelines queries polled at once on one connection): one round
+    // trip, not three. What they read is only returned once both are confirmed.
     let (room, (messages, more)) = match before {
         None => {
-            let (room, page) = tokio::try_join!(
+            let (caller_row, room, page) = tokio::try_join!(
+                users::by_id(&db, user),
                 chatrooms::owned(&db, user, chatroom),
                 messages::page(&db, chatroom, None, limit),
             )?;
+            crate::auth::admit(caller, caller_row)?;
             (room.ok_or_else(not_found)?, page)
         }
         Some(id) => {
-            let (room, cursor) = tokio::try_join!(
+            let (caller_row, room, cursor) = tokio::try_join!(
+                users::by_id(&db, user),
                 chatrooms::owned(&db, user, chatroom),
                 messages::by_id(&db, id),
             )?;
+            crate::auth::admit(caller, caller_row)?;
             let room = room.ok_or_else(not_found)?;
             let before_seq = cursor
                 .filter(|m| m.chatroom_id == chatroom)

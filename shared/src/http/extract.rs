@@ -79,12 +79,22 @@ impl AuthUser {
     }
 
     fn admit(parts: &mut Parts, claims: Claims, user: Option<User>) -> Result<Self, AppError> {
-        let user = user.ok_or_else(|| AppError::Unauthorized("invalid or expired token".into()))?;
-        if user.token_version != claims.ver {
-            return Err(AppError::Unauthorized("token has been revoked".into()));
-        }
+        let user = crate::auth::admit(&claims, user)?;
         parts.extensions.insert(Self(user.clone()));
         Ok(Self(user))
+    }
+}
+
+/// The caller's verified token, their row not read yet: for a route that reads it in
+/// the same round trip as its own queries and then checks it with [`crate::auth::admit`]
+/// before anything it read is used.
+pub struct Bearer(pub Claims);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Ok(Self(bearer_claims(parts, state).await?))
     }
 }
 

@@ -10,7 +10,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use error::ensure_error_envelope;
-pub use extract::{ApiJson, AuthUser, ClientIp, OptionalJson};
+pub use extract::{ApiJson, AuthUser, Bearer, ClientIp, OptionalJson};
 
 /// Largest request body accepted by any route.
 pub const BODY_LIMIT: usize = 64 * 1024;

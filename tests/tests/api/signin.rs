@@ -483,6 +483,44 @@ async fn per_ip_throttle_uses_the_peer_address_locally() {
     assert_eq!(statuses, [201, 201, 429]);
 }
 
+/// Every way a route reads the caller refuses a revoked token: the extractor
+/// (`/user/me`), the daily cap's one-statement read with the ownership check (a send),
+/// and the detail routes, which read the caller in the round trip of their own queries.
+#[tokio::test]
+async fn a_revoked_token_is_refused_on_every_path_that_reads_the_caller() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("revoked-paths")).await;
+    let room = app.create_chatroom(&token, Some("kept")).await;
+    let r = app.send_message(&token, &room, "before the logout").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let user = app.user_id(&token).await;
+    let r = app
+        .call(Method::POST, "/auth/logout", None, Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+
+    for path in [
+        "/user/me".to_string(),
+        format!("/chatroom/{room}"),
+        format!("/chatroom/{room}/messages"),
+    ] {
+        let r = app.get(&path, &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.body);
+        assert_eq!(r.error_code(), "unauthorized", "{path}");
+    }
+    let r = app.send_message(&token, &room, "after the logout").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let stored = app
+        .count(&format!(
+            "SELECT count(*) FROM messages WHERE user_id = '{user}' AND role = 'user'"
+        ))
+        .await;
+    assert_eq!(stored, 1, "the refused send stored nothing");
+    let today = shared::quota::today(chrono::Utc::now());
+    let used = app.state.quota.used(user, today).await.unwrap();
+    assert_eq!(used, 1, "and counted nothing");
+}
+
 #[tokio::test]
 async fn logout_revokes_every_earlier_token() {
     let app = TestApp::spawn_with(|c| c.otp_min_interval_secs = 0).await;
