@@ -92,11 +92,12 @@ export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 export JWT_SECRET_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
 export STRIPE_WEBHOOK_SECRET="whsec_bench_$$"
 port_busy "$PORT" && die "port $PORT is taken; set BENCH_PORT"
+# BENCH_RUST_LOG=info measures at the functions' deployed log level (template.yaml).
 # The merged local server stands in for the HTTP functions under load; a larger pool
 # than a Lambda container's, since one process serves all 50 connections here.
 # STREAMS_PER_USER=0: the live-reply part holds hundreds of streams for one bench user;
 # the per-account cap (5) is a product rule, tested in tests/tests/api/stream.rs.
-REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 STREAMS_PER_USER=0 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG=error \
+REDIS_KEY_PREFIX="bench:" OTP_DELIVERY=log DB_POOL_SIZE=8 STREAMS_PER_USER=0 LOCAL_ADDR="127.0.0.1:$PORT" RUST_LOG="${BENCH_RUST_LOG:-error}" \
     "$BIN_DIR/local-server.run" >"$STATE/server.log" 2>&1 &
 SERVER_PID=$!
 STARTED_PIDS+=("$SERVER_PID")
