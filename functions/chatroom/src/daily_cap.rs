@@ -9,7 +9,7 @@
 //! check carries the `RateLimit-*` headers.
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,12 +40,21 @@ pub async fn enforce(
             })
             .transpose()
     };
-    let chatroom = id("id")?.ok_or_else(|| AppError::BadRequest("no chatroom id".into()))?;
-    let message = id("message_id")?;
+    let chatroom =
+        id("id").and_then(|c| c.ok_or_else(|| AppError::BadRequest("no chatroom id".into())));
+    let message = id("message_id");
     let regenerate = request.uri().path().ends_with("/regenerate");
-    // The caller and the ownership in one query; the handler's `AuthUser` reuses it.
+    // The caller first (a 401 before a 400 for a malformed id), with the ownership in the
+    // same query; the handler's `AuthUser` reuses the caller.
     let (mut parts, body) = request.into_parts();
-    let (AuthUser(user), owns) = AuthUser::with_chatroom(&mut parts, &state, chatroom).await?;
+    let (AuthUser(user), owns) = match &chatroom {
+        Ok(room) => AuthUser::with_chatroom(&mut parts, &state, *room).await?,
+        Err(_) => (
+            AuthUser::from_request_parts(&mut parts, &state).await?,
+            false,
+        ),
+    };
+    let (chatroom, message) = (chatroom?, message?);
     if !owns {
         return Err(chat::not_found());
     }

@@ -159,6 +159,18 @@ async fn chatroom_validation_rename_and_delete() {
     let r = app.get("/chatroom/not-a-uuid", &token).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_code(), "bad_request");
+    // The capped routes too, and a missing token is told first, as everywhere.
+    let r = app.send_message(&token, "not-a-uuid", "hi").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = app
+        .call(
+            Method::POST,
+            "/chatroom/not-a-uuid/message",
+            Some(json!({ "content": "hi" })),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
 }
 
 #[tokio::test]
