@@ -39,6 +39,7 @@ pub async fn run(
     let (seconds, repeats) = if s.quick { (2, 1) } else { (10, 3) };
     // A user of its own: its sends stay out of the other parts' accounts.
     let user = pro_user(db, "floor").await?;
+    let server = FloorServer::start(s, user)?;
     for (path, figure) in [
         ("/hello", HTTP_FLOOR),
         ("/redis", REDIS_SHAPE),
@@ -46,12 +47,14 @@ pub async fn run(
         ("/pg-redis", LIST_SHAPE),
         ("/pg-pg", DETAIL_SHAPE),
     ] {
+        let url = format!("http://{}{path}", server.addr);
         let mut rps = Vec::new();
         for _ in 0..repeats {
-            rps.push(hello_floor(s, user, path, seconds)?);
+            rps.push(wrk(&url, "floor", 50, seconds, None)?.0);
         }
         report.add(ORDER, SECTION, figure, "req/s", rps);
     }
+    server.stop()?;
 
     let room = chatroom(db, user, "floor").await?;
     let script = std::env::temp_dir().join(format!("bench-floor-{}.sql", std::process::id()));
@@ -104,119 +107,148 @@ fn pgbench(
         .with_context(|| format!("unreadable pgbench output:\n{text}"))
 }
 
-/// req/s of a hello-world axum server on its own two-worker runtime (the local server's
-/// shape), under the warm figures' load, at `path`: `/hello` answers at once, `/redis`
-/// after reading a Redis key; `/pg`,
-/// `/pg-pg` and `/pg-redis` first read `user`'s row (a prepared primary-key read, over
-/// eight connections as the server's pool) and, for the last two, a second row or a
-/// Redis key.
-fn hello_floor(s: &Settings, user: uuid::Uuid, path: &str, seconds: u64) -> anyhow::Result<f64> {
-    use axum::routing::get;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// A hello-world axum server on its own two-worker runtime (the local server's shape),
+/// started once for every floor: `/hello` answers at once, `/redis` after reading a
+/// Redis key; `/pg`, `/pg-pg` and `/pg-redis` first read the floor user's row (a
+/// prepared primary-key read, over eight connections as the server's pool) and, for
+/// the last two, a second row or a Redis key. A failed read answers 500, which `wrk`
+/// refuses, so a broken store can never pass for a fast one.
+struct FloorServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
 
-    struct Stores {
-        pg: Vec<(tokio_postgres::Client, tokio_postgres::Statement)>,
-        next: AtomicUsize,
-        redis: redis::aio::MultiplexedConnection,
+struct Stores {
+    pg: Vec<(tokio_postgres::Client, tokio_postgres::Statement)>,
+    next: std::sync::atomic::AtomicUsize,
+    redis: redis::aio::MultiplexedConnection,
+    user: uuid::Uuid,
+}
+
+type Answer = Result<String, axum::http::StatusCode>;
+
+impl Stores {
+    async fn connect(
+        database_url: &str,
+        redis_url: &str,
         user: uuid::Uuid,
+    ) -> anyhow::Result<Self> {
+        let mut pg = Vec::new();
+        for _ in 0..8 {
+            let (client, conn) =
+                tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            let statement = client
+                .prepare("SELECT email FROM users WHERE id = $1")
+                .await?;
+            pg.push((client, statement));
+        }
+        let redis = redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        Ok(Self {
+            pg,
+            next: Default::default(),
+            redis,
+            user,
+        })
     }
-    impl Stores {
-        async fn read_user(&self) -> String {
-            let (client, statement) =
-                &self.pg[self.next.fetch_add(1, Ordering::Relaxed) % self.pg.len()];
-            match client.query_opt(statement, &[&self.user]).await {
-                Ok(Some(row)) => row.get::<_, String>(0),
-                _ => String::new(),
+
+    async fn read_user(&self) -> Answer {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (client, statement) = &self.pg[turn % self.pg.len()];
+        match client.query_opt(statement, &[&self.user]).await {
+            Ok(Some(row)) => Ok(row.get(0)),
+            _ => Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    async fn read_redis(&self) -> Answer {
+        redis::cmd("GET")
+            .arg("bench:floor")
+            .query_async::<Option<String>>(&mut self.redis.clone())
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl FloorServer {
+    fn start(s: &Settings, user: uuid::Uuid) -> anyhow::Result<Self> {
+        use axum::routing::get;
+        use std::sync::Arc;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (database_url, redis_url) = (s.database_url.clone(), s.redis_url.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let stores = match Stores::connect(&database_url, &redis_url, user).await {
+                    Ok(stores) => Arc::new(stores),
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let (a, b, c, d) = (stores.clone(), stores.clone(), stores.clone(), stores);
+                let app = axum::Router::new()
+                    .route("/hello", get(|| async { "hello" }))
+                    .route("/redis", get(move || async move { d.read_redis().await }))
+                    .route("/pg", get(move || async move { a.read_user().await }))
+                    .route(
+                        "/pg-pg",
+                        get(move || async move {
+                            Ok::<_, axum::http::StatusCode>(
+                                b.read_user().await? + &b.read_user().await?,
+                            )
+                        }),
+                    )
+                    .route(
+                        "/pg-redis",
+                        get(move || async move {
+                            Ok::<_, axum::http::StatusCode>(
+                                c.read_user().await? + &c.read_redis().await?,
+                            )
+                        }),
+                    );
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await?;
+                Ok(())
+            })
+        });
+        let server = Self { addr, stop, thread };
+        match is_ready.recv() {
+            Ok(Ok(())) => Ok(server),
+            Ok(Err(e)) => {
+                server.stop()?;
+                Err(e.context("the floor server could not reach the stores"))
+            }
+            Err(_) => {
+                server.stop()?;
+                anyhow::bail!("the floor server stopped before it was ready")
             }
         }
-        async fn read_redis(&self) -> String {
-            let got: Option<String> = redis::cmd("GET")
-                .arg("bench:floor")
-                .query_async(&mut self.redis.clone())
-                .await
-                .unwrap_or_default();
-            got.unwrap_or_default()
-        }
     }
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let (database_url, redis_url) = (s.database_url.clone(), s.redis_url.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready, is_ready) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let connect = async {
-                let mut pg = Vec::new();
-                for _ in 0..8 {
-                    let (client, conn) =
-                        tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await?;
-                    tokio::spawn(conn);
-                    let statement = client
-                        .prepare("SELECT email FROM users WHERE id = $1")
-                        .await?;
-                    pg.push((client, statement));
-                }
-                let redis = redis::Client::open(redis_url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?;
-                anyhow::Ok(Arc::new(Stores {
-                    pg,
-                    next: AtomicUsize::new(0),
-                    redis,
-                    user,
-                }))
-            };
-            let stores = match connect.await {
-                Ok(stores) => {
-                    let _ = ready.send(Ok(()));
-                    stores
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return Ok(());
-                }
-            };
-            let (a, b, c, d) = (stores.clone(), stores.clone(), stores.clone(), stores);
-            let app = axum::Router::new()
-                .route("/hello", get(|| async { "hello" }))
-                .route("/redis", get(move || async move { d.read_redis().await }))
-                .route("/pg", get(move || async move { a.read_user().await }))
-                .route(
-                    "/pg-pg",
-                    get(move || async move { b.read_user().await + &b.read_user().await }),
-                )
-                .route(
-                    "/pg-redis",
-                    get(move || async move { c.read_user().await + &c.read_redis().await }),
-                );
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await?;
-            Ok(())
-        })
-    });
-    let measured = match is_ready.recv() {
-        Ok(Ok(())) => wrk(&format!("http://{addr}{path}"), "floor", 50, seconds, None),
-        Ok(Err(e)) => Err(e.context("the floor server could not reach the stores")),
-        Err(_) => Err(anyhow::anyhow!(
-            "the floor server stopped before it was ready"
-        )),
-    };
-    let _ = stop.send(());
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the hello-world server panicked"))??;
-    Ok(measured?.0)
+    fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor server panicked"))?
+    }
 }
 
 /// Each route's throughput against its floor, from the figures of this run.

@@ -32,9 +32,7 @@ impl Report {
             });
     }
 
-    /// Prints the table and writes bench/results/latest.json (quick.json in quick mode).
-    /// With `only` (BENCH_ONLY), the file keeps the other parts' earlier figures.
-    /// The median of a figure already added (by its name), if any.
+    /// The median of a figure already added (by its name), as the table prints it.
     pub fn median(&self, figure: &str) -> Option<f64> {
         let values = &self
             .rows
@@ -42,11 +40,11 @@ impl Report {
             .flatten()
             .find(|f| f.name == figure)?
             .values;
-        let mut v = values.clone();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v.get(v.len() / 2).copied()
+        (!values.is_empty()).then(|| stats(values).1)
     }
 
+    /// Prints the table and writes bench/results/latest.json (quick.json in quick mode).
+    /// With `only` (BENCH_ONLY), the file keeps the other parts' earlier figures.
     pub fn finish(mut self, quick: bool, only: &str) -> anyhow::Result<()> {
         if !quick && std::env::var("BENCH_PROFILE").as_deref() == Ok("debug") {
             self.notes.push(format!(
