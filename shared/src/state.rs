@@ -7,10 +7,12 @@ use deadpool_postgres::Pool;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::auth::caller_reads::CallerReads;
 use crate::auth::delivery::CodeMailer;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::key_ring::KeyRing;
 use crate::auth::otp::OtpStore;
+use crate::auth::users::User;
 use crate::billing::provider::BillingProvider;
 use crate::clients::queue::ReplyQueue;
 use crate::config::{Config, OtpDelivery};
@@ -25,6 +27,8 @@ pub struct Services {
     pub config: Config,
     pub db: Pool,
     pub redis: Redis,
+    /// Reads of callers' rows, batched under load (see `caller_reads`).
+    pub callers: CallerReads,
     /// Access-token keys; `None` in a function that never checks a token (webhook,
     /// worker), so a leak there cannot mint tokens. See [`Services::tokens`].
     pub token_keys: Option<KeyRing>,
@@ -133,6 +137,7 @@ impl AppState {
             config,
             db,
             redis,
+            callers: CallerReads::default(),
             token_keys,
             otp_codes,
             mailer,
@@ -152,6 +157,12 @@ impl AppState {
 
     pub async fn db(&self) -> AppResult<deadpool_postgres::Client> {
         Ok(self.0.db.get().await?)
+    }
+
+    /// The caller's row, read by a statement issued after this call (batched with
+    /// other requests' under load; see `caller_reads`).
+    pub async fn caller(&self, id: uuid::Uuid) -> AppResult<Option<User>> {
+        self.0.callers.by_id(&self.0.db, id).await
     }
 }
 

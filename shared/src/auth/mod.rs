@@ -2,6 +2,7 @@
 //! ownership of an address, throttles, revocation.
 //! Plain functions over the service state; no HTTP types here.
 
+pub mod caller_reads;
 pub mod delivery;
 pub mod email;
 pub mod jwt;

@@ -103,6 +103,17 @@ pub async fn by_id(db: &deadpool_postgres::Client, id: Uuid) -> AppResult<Option
         .map(from_row))
 }
 
+/// The rows of `ids` that exist, in no particular order (see `caller_reads`).
+pub async fn by_ids(db: &deadpool_postgres::Client, ids: &[Uuid]) -> AppResult<Vec<User>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ANY($1)");
+    Ok(db
+        .query(&db.prepare_cached(&sql).await?, &[&ids])
+        .await?
+        .iter()
+        .map(from_row)
+        .collect())
+}
+
 /// The user, and whether they own `chatroom`, in one statement: the daily cap's
 /// authentication and ownership check, one round trip instead of two on every send.
 pub async fn by_id_owning(

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::jwt::Claims;
-use crate::auth::users;
 use crate::clients::queue::ReplyJob;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -120,38 +119,42 @@ pub async fn messages_page(
         )));
     }
     let user = caller.sub;
-    let db = state.db().await?;
-    // The caller's row, the ownership check and the reads they guard go out together
-    // (tokio-postgres pipelines queries polled at once on one connection): one round
-    // trip, not three. What they read is only returned once both are confirmed.
-    let (room, (messages, more)) = match before {
-        None => {
-            let (caller_row, room, page) = tokio::try_join!(
-                users::by_id(&db, user),
-                chatrooms::owned(&db, user, chatroom),
-                messages::page(&db, chatroom, None, limit),
-            )?;
-            crate::auth::admit(caller, caller_row)?;
-            (room.ok_or_else(not_found)?, page)
-        }
-        Some(id) => {
-            let (caller_row, room, cursor) = tokio::try_join!(
-                users::by_id(&db, user),
-                chatrooms::owned(&db, user, chatroom),
-                messages::by_id(&db, id),
-            )?;
-            crate::auth::admit(caller, caller_row)?;
-            let room = room.ok_or_else(not_found)?;
-            let before_seq = cursor
-                .filter(|m| m.chatroom_id == chatroom)
-                .ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?
-                .seq;
-            (
-                room,
-                messages::page(&db, chatroom, Some(before_seq), limit).await?,
-            )
+    // The caller's row comes from a batched statement on a connection of its own; the
+    // one taken here is held only for this route's statements (pipelined: tokio-postgres
+    // sends queries polled at once together), so no request holds a connection while it
+    // waits for a batch that needs one. What they read is returned only once the caller
+    // is admitted and the chatroom found.
+    let reads = async {
+        let db = state.db().await?;
+        match before {
+            None => {
+                let (room, page) = tokio::try_join!(
+                    chatrooms::owned(&db, user, chatroom),
+                    messages::page(&db, chatroom, None, limit),
+                )?;
+                AppResult::Ok((room, Some(page)))
+            }
+            Some(id) => {
+                let (room, cursor) = tokio::try_join!(
+                    chatrooms::owned(&db, user, chatroom),
+                    messages::by_id(&db, id),
+                )?;
+                let before_seq = cursor.filter(|m| m.chatroom_id == chatroom).map(|m| m.seq);
+                let page = match (&room, before_seq) {
+                    (Some(_), Some(seq)) => {
+                        Some(messages::page(&db, chatroom, Some(seq), limit).await?)
+                    }
+                    _ => None,
+                };
+                Ok((room, page))
+            }
         }
     };
+    let (caller_row, (room, page)) = tokio::try_join!(state.caller(user), reads)?;
+    crate::auth::admit(caller, caller_row)?;
+    let room = room.ok_or_else(not_found)?;
+    let (messages, more) =
+        page.ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?;
     let next_cursor = if more {
         messages.first().map(|m| m.id)
     } else {

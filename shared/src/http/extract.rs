@@ -55,8 +55,7 @@ impl FromRequestParts<AppState> for AuthUser {
             return Ok(known.clone());
         }
         let claims = bearer_claims(parts, state).await?;
-        let db = state.db().await?;
-        let user = users::by_id(&db, claims.sub).await?;
+        let user = state.caller(claims.sub).await?;
         Self::admit(parts, claims, user)
     }
 }

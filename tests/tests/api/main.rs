@@ -8,6 +8,7 @@ mod activity;
 mod auth;
 mod billing;
 mod billing_truth;
+mod caller_reads;
 mod chat;
 mod cluster;
 mod controls;

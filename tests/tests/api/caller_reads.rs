@@ -1,0 +1,95 @@
+//! Batched reads of callers' rows (`shared::auth::caller_reads`): each request gets its
+//! own row, never one read before it asked, and a failed batch fails every waiter alike.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use api_tests::{TestApp, test_config, unique_email};
+use shared::auth::users;
+use shared::config::Secret;
+use shared::error::AppError;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_each_get_their_own_row() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let token = app.user_token(&unique_email(&format!("batch{i}"))).await;
+        ids.push(app.user_id(&token).await);
+    }
+    let unknown = Uuid::new_v4();
+    let mut reads = Vec::new();
+    for i in 0..400 {
+        let state = app.state.clone();
+        let id = if i % 10 == 9 {
+            unknown
+        } else {
+            ids[i % ids.len()]
+        };
+        reads.push(tokio::spawn(async move { (id, state.caller(id).await) }));
+    }
+    for read in reads {
+        let (id, row) = read.await.unwrap();
+        let row = row.expect("the read succeeds");
+        if id == unknown {
+            assert!(row.is_none(), "an unknown id reads as no row");
+        } else {
+            assert_eq!(row.expect("a known id has a row").id, id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sees_every_change_committed_before_it_began() {
+    let app = TestApp::spawn().await;
+    let token = app.user_token(&unique_email("batchfresh")).await;
+    let id = app.user_id(&token).await;
+    // Keep batches in flight, so a read that joined one already sent would see the
+    // token version from before the revocation that preceded it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..16 {
+        let (state, stop) = (app.state.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                state.caller(id).await.expect("background read");
+            }
+        }));
+    }
+    for _ in 0..60 {
+        let revoked = users::revoke_tokens(&app.state.db().await.unwrap(), id)
+            .await
+            .unwrap();
+        let read = app.state.caller(id).await.unwrap().unwrap();
+        assert_eq!(
+            read.token_version, revoked.token_version,
+            "a read that began after the revocation committed must see it"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_waiter_of_a_failed_batch_gets_database_unavailable() {
+    let mut config = test_config(&api_tests::fresh_database().await);
+    config.database_url = Secret::new("postgres://postgres@127.0.0.1:1/nothing");
+    let broken = TestApp::from_config(config).await;
+    let mut reads = Vec::new();
+    for _ in 0..40 {
+        let state = broken.state.clone();
+        reads.push(tokio::spawn(
+            async move { state.caller(Uuid::new_v4()).await },
+        ));
+    }
+    for read in reads {
+        let err = read.await.unwrap().expect_err("the database is down");
+        assert!(
+            matches!(err, AppError::DatabaseUnavailable),
+            "each waiter answers 503: {err:?}"
+        );
+    }
+}
