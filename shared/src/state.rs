@@ -27,8 +27,11 @@ pub struct Services {
     pub config: Config,
     pub db: Pool,
     pub redis: Redis,
-    /// Reads of callers' rows, batched under load (see `caller_reads`).
-    pub callers: CallerReads,
+    /// `Some` in a process serving many requests at once (the local server): concurrent
+    /// reads of callers' rows share statements (see `caller_reads`). `None` in a Lambda
+    /// container, which serves one request at a time: there a batch would hold one read
+    /// and cost the route a second connection.
+    pub callers: Option<CallerReads>,
     /// Access-token keys; `None` in a function that never checks a token (webhook,
     /// worker), so a leak there cannot mint tokens. See [`Services::tokens`].
     pub token_keys: Option<KeyRing>,
@@ -137,7 +140,7 @@ impl AppState {
             config,
             db,
             redis,
-            callers: CallerReads::default(),
+            callers: None,
             token_keys,
             otp_codes,
             mailer,
@@ -159,10 +162,13 @@ impl AppState {
         Ok(self.0.db.get().await?)
     }
 
-    /// The caller's row, read by a statement issued after this call (batched with
-    /// other requests' under load; see `caller_reads`).
+    /// The caller's row, read by a statement issued after this call (batched with other
+    /// requests' where [`Services::callers`] is on).
     pub async fn caller(&self, id: uuid::Uuid) -> AppResult<Option<User>> {
-        self.0.callers.by_id(&self.0.db, id).await
+        match &self.0.callers {
+            Some(batched) => batched.by_id(&self.0.db, id).await,
+            None => crate::auth::users::by_id(&self.db().await?, id).await,
+        }
     }
 }
 

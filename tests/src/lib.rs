@@ -224,6 +224,15 @@ impl TestApp {
         Self::spawn_full(tweak, |_| {}).await
     }
 
+    /// Shaped as the local server runs: callers' rows read in batches.
+    pub async fn spawn_batched() -> Self {
+        Self::spawn_full(
+            |_| {},
+            |s| s.callers = Some(shared::auth::caller_reads::CallerReads::default()),
+        )
+        .await
+    }
+
     /// `tweak` edits the configuration; `change` swaps parts of the built state
     /// (another quota store, an SQS queue, ...).
     pub async fn spawn_full(

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::jwt::Claims;
+use crate::auth::users;
 use crate::clients::queue::ReplyJob;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -119,23 +120,38 @@ pub async fn messages_page(
         )));
     }
     let user = caller.sub;
-    // The caller's row comes from a batched statement on a connection of its own; the
-    // one taken here is held only for this route's statements (pipelined: tokio-postgres
-    // sends queries polled at once together), so no request holds a connection while it
-    // waits for a batch that needs one. What they read is returned only once the caller
-    // is admitted and the chatroom found.
+    // Unbatched, the caller's row, the ownership check and the reads it guards go out
+    // together on one connection (tokio-postgres pipelines queries polled at once): one
+    // round trip. Batched, the caller's row comes from a statement on a connection of its
+    // own, and the one taken here is held only for this route's statements, so no
+    // request holds a connection while it waits for a batch that needs one. What they
+    // read is returned only once the caller is admitted and the chatroom found.
+    let batched = async {
+        match &state.callers {
+            Some(reads) => reads.by_id(&state.db, user).await.map(Some),
+            None => Ok(None),
+        }
+    };
     let reads = async {
         let db = state.db().await?;
+        let direct = async {
+            match &state.callers {
+                Some(_) => Ok(None),
+                None => users::by_id(&db, user).await.map(Some),
+            }
+        };
         match before {
             None => {
-                let (room, page) = tokio::try_join!(
+                let (caller_row, room, page) = tokio::try_join!(
+                    direct,
                     chatrooms::owned(&db, user, chatroom),
                     messages::page(&db, chatroom, None, limit),
                 )?;
-                AppResult::Ok((room, Some(page)))
+                AppResult::Ok((caller_row, room, Some(page)))
             }
             Some(id) => {
-                let (room, cursor) = tokio::try_join!(
+                let (caller_row, room, cursor) = tokio::try_join!(
+                    direct,
                     chatrooms::owned(&db, user, chatroom),
                     messages::by_id(&db, id),
                 )?;
@@ -146,12 +162,13 @@ pub async fn messages_page(
                     }
                     _ => None,
                 };
-                Ok((room, page))
+                Ok((caller_row, room, page))
             }
         }
     };
-    let (caller_row, (room, page)) = tokio::try_join!(state.caller(user), reads)?;
-    crate::auth::admit(caller, caller_row)?;
+    let (batched_row, (direct_row, room, page)) = tokio::try_join!(batched, reads)?;
+    // Exactly one of the two was read; neither would mean no row, so a refusal.
+    crate::auth::admit(caller, batched_row.or(direct_row).flatten())?;
     let room = room.ok_or_else(not_found)?;
     let (messages, more) =
         page.ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?;

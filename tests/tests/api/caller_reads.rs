@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_each_get_their_own_row() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_batched().await;
     let mut ids = Vec::new();
     for i in 0..12 {
         let token = app.user_token(&unique_email(&format!("batch{i}"))).await;
@@ -42,7 +42,7 @@ async fn concurrent_reads_each_get_their_own_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_sees_every_change_committed_before_it_began() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_batched().await;
     let token = app.user_token(&unique_email("batchfresh")).await;
     let id = app.user_id(&token).await;
     // Keep batches in flight, so a read that joined one already sent would see the
@@ -77,7 +77,10 @@ async fn a_read_sees_every_change_committed_before_it_began() {
 async fn every_waiter_of_a_failed_batch_gets_database_unavailable() {
     let mut config = test_config(&api_tests::fresh_database().await);
     config.database_url = Secret::new("postgres://postgres@127.0.0.1:1/nothing");
-    let broken = TestApp::from_config(config).await;
+    let broken = TestApp::from_config_with(config, |s| {
+        s.callers = Some(shared::auth::caller_reads::CallerReads::default())
+    })
+    .await;
     let mut reads = Vec::new();
     for _ in 0..40 {
         let state = broken.state.clone();
@@ -91,5 +94,34 @@ async fn every_waiter_of_a_failed_batch_gets_database_unavailable() {
             matches!(err, AppError::DatabaseUnavailable),
             "each waiter answers 503: {err:?}"
         );
+    }
+}
+
+/// Reads that wait for a batch must not hold the connections the batch needs: with a
+/// pool of two and many concurrent detail reads, every one is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_reads_never_hold_the_connection_their_batch_needs() {
+    let app = Arc::new(
+        TestApp::spawn_full(
+            |c| c.db_pool_size = 2,
+            |s| s.callers = Some(shared::auth::caller_reads::CallerReads::default()),
+        )
+        .await,
+    );
+    let token = app.user_token(&unique_email("batchpool")).await;
+    let room = app.create_chatroom(&token, Some("pool")).await;
+    let mut reads = Vec::new();
+    for i in 0..40 {
+        let (app, token) = (app.clone(), token.clone());
+        let path = if i % 2 == 0 {
+            format!("/chatroom/{room}")
+        } else {
+            "/user/me".to_string()
+        };
+        reads.push(tokio::spawn(async move { app.get(&path, &token).await }));
+    }
+    for read in reads {
+        let r = read.await.unwrap();
+        assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.body);
     }
 }

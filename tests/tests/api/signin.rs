@@ -488,12 +488,22 @@ async fn per_ip_throttle_uses_the_peer_address_locally() {
 /// and the detail routes, which read the caller in the round trip of their own queries.
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_every_path_that_reads_the_caller() {
-    let app = TestApp::spawn().await;
+    revoked_token_refused_everywhere(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_on_every_path_with_batched_caller_reads() {
+    revoked_token_refused_everywhere(TestApp::spawn_batched().await).await;
+}
+
+async fn revoked_token_refused_everywhere(app: TestApp) {
     let token = app.user_token(&unique_email("revoked-paths")).await;
     let room = app.create_chatroom(&token, Some("kept")).await;
     let r = app.send_message(&token, &room, "before the logout").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let user = app.user_id(&token).await;
+    let first_page = app.get(&format!("/chatroom/{room}"), &token).await;
+    assert_eq!(first_page.status, StatusCode::OK, "{}", first_page.body);
     let r = app
         .call(Method::POST, "/auth/logout", None, Some(&token))
         .await;
