@@ -6,13 +6,16 @@
 //! Beside the HTTP floor, the same server answers after the round trips a route cannot
 //! do without (the list: the caller's row and the cached page; the detail: the caller's
 //! row and the page's query), each a trivial query: what a route of that shape can reach
-//! on this machine, whatever its code.
+//! on this machine, whatever its code. And each route's ceiling: one Redis read that
+//! answers the route's own body, as the fixture user gets it. A route must check its
+//! caller against a shared store on every request (a revoked token is refused at once),
+//! so no sound design of it makes fewer round trips or sends fewer bytes.
 
 use std::process::Command;
 
 use anyhow::Context;
 
-use crate::harness::{Settings, chatroom, pro_user, wrk};
+use crate::harness::{Fixture, Settings, chatroom, pro_user, wrk};
 use crate::report::Report;
 
 const ORDER: usize = 0;
@@ -33,8 +36,10 @@ WITH flipped AS (UPDATE messages SET status = 'answered', updated_at = now() WHE
 pub async fn run(
     s: &Settings,
     db: &tokio_postgres::Client,
+    f: &Fixture,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    store_bodies(s, f).await?;
     // As the warm figures: three runs (min / median / max), for this machine varies.
     let (seconds, repeats) = if s.quick { (2, 1) } else { (10, 3) };
     // A user of its own: its sends stay out of the other parts' accounts.
@@ -46,6 +51,8 @@ pub async fn run(
         ("/pg", PG_SHAPE),
         ("/pg-redis", LIST_SHAPE),
         ("/pg-pg", DETAIL_SHAPE),
+        ("/list-body", LIST_CEILING),
+        ("/detail-body", DETAIL_CEILING),
     ] {
         let url = format!("http://{}{path}", server.addr);
         let mut rps = Vec::new();
@@ -74,7 +81,39 @@ const REDIS_SHAPE: &str = "HTTP + 1 Redis read (any route with one round trip)";
 const PG_SHAPE: &str = "HTTP + 1 PostgreSQL read (GET /user/me's round trips)";
 const LIST_SHAPE: &str = "HTTP + 1 PostgreSQL read + 1 Redis read (the list's round trips)";
 const DETAIL_SHAPE: &str = "HTTP + 2 PostgreSQL reads (the detail's round trips)";
+const LIST_CEILING: &str = "HTTP + 1 Redis read answering GET /chatroom's body";
+const DETAIL_CEILING: &str = "HTTP + 1 Redis read answering GET /chatroom/{id}'s body";
+const LIST_BODY_KEY: &str = "bench:floor-list-body";
+const DETAIL_BODY_KEY: &str = "bench:floor-detail-body";
 const DB_FLOOR: &str = "PostgreSQL: a send and its reply's statements, pgbench -c 8";
+
+/// Stores in Redis the bodies the list and the detail answer the fixture user (after the
+/// warm part, its fifty chatrooms and its twenty messages), for the ceilings.
+async fn store_bodies(s: &Settings, f: &Fixture) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut redis = redis::Client::open(s.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    for (key, path) in [
+        (LIST_BODY_KEY, "/chatroom".to_string()),
+        (DETAIL_BODY_KEY, format!("/chatroom/{}", f.chatroom)),
+    ] {
+        let body = http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(&f.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        redis::cmd("SET")
+            .arg(key)
+            .arg(body)
+            .query_async::<()>(&mut redis)
+            .await?;
+    }
+    Ok(())
+}
 
 /// Transactions per second of one pgbench run of the send-and-reply script.
 fn pgbench(
@@ -109,7 +148,7 @@ fn pgbench(
 
 /// A hello-world axum server on its own two-worker runtime (the local server's shape),
 /// started once for every floor: `/hello` answers at once, `/redis` after reading a
-/// Redis key; `/pg`, `/pg-pg` and `/pg-redis` first read the floor user's row (a
+/// Redis key (`/list-body` and `/detail-body`: the one holding that route's body); `/pg`, `/pg-pg` and `/pg-redis` first read the floor user's row (a
 /// prepared primary-key read, over eight connections as the server's pool) and, for
 /// the last two, a second row or a Redis key. A failed read answers 500, which `wrk`
 /// refuses, so a broken store can never pass for a fast one.
@@ -165,8 +204,12 @@ impl Stores {
     }
 
     async fn read_redis(&self) -> Answer {
+        self.read_key("bench:floor").await
+    }
+
+    async fn read_key(&self, key: &str) -> Answer {
         redis::cmd("GET")
-            .arg("bench:floor")
+            .arg(key)
             .query_async::<Option<String>>(&mut self.redis.clone())
             .await
             .map(Option::unwrap_or_default)
@@ -199,9 +242,23 @@ impl FloorServer {
                     }
                 };
                 let _ = ready.send(Ok(()));
-                let (a, b, c, d) = (stores.clone(), stores.clone(), stores.clone(), stores);
+                let (a, b, c, d) = (
+                    stores.clone(),
+                    stores.clone(),
+                    stores.clone(),
+                    stores.clone(),
+                );
+                let (e, g) = (stores.clone(), stores);
                 let app = axum::Router::new()
                     .route("/hello", get(|| async { "hello" }))
+                    .route(
+                        "/list-body",
+                        get(move || async move { e.read_key(LIST_BODY_KEY).await }),
+                    )
+                    .route(
+                        "/detail-body",
+                        get(move || async move { g.read_key(DETAIL_BODY_KEY).await }),
+                    )
                     .route("/redis", get(move || async move { d.read_redis().await }))
                     .route("/pg", get(move || async move { a.read_user().await }))
                     .route(
@@ -256,6 +313,20 @@ pub fn fractions(report: &mut Report) {
     let Some(http) = report.median(HTTP_FLOOR) else {
         return;
     };
+    for (route, ceiling) in [
+        ("GET /chatroom (cache hit)", LIST_CEILING),
+        ("GET /chatroom/{id}", DETAIL_CEILING),
+    ] {
+        if let Some(ceiling) = report.median(ceiling) {
+            report.add(
+                ORDER,
+                SECTION,
+                &format!("{route}'s ceiling (1 Redis read + its body) / HTTP floor"),
+                "×",
+                vec![ceiling / http],
+            );
+        }
+    }
     for (route, shape, shape_name) in [
         (
             "GET /chatroom (cache hit)",
@@ -264,6 +335,7 @@ pub fn fractions(report: &mut Report) {
         ),
         ("GET /chatroom/{id}", DETAIL_SHAPE, "HTTP + 2 PostgreSQL"),
         ("GET /user/me", PG_SHAPE, "HTTP + PostgreSQL"),
+        ("GET /user/me (50 users)", PG_SHAPE, "HTTP + PostgreSQL"),
     ] {
         let Some(rps) = report.median(&format!("{route}: throughput")) else {
             continue;

@@ -210,6 +210,21 @@ pub fn send_script(name: &str, rooms: &[Uuid]) -> anyhow::Result<std::path::Path
     Ok(script)
 }
 
+/// A `wrk` script whose every request speaks for one of `tokens`, picked at random.
+pub fn tokens_script(name: &str, tokens: &[String]) -> anyhow::Result<std::path::PathBuf> {
+    let quoted: Vec<String> = tokens.iter().map(|t| format!("\"Bearer {t}\"")).collect();
+    let script = std::env::temp_dir().join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "local tokens = {{{}}}\n\
+             request = function() return wrk.format(nil, nil, {{[\"Authorization\"] = tokens[math.random(#tokens)]}}) end\n",
+            quoted.join(", ")
+        ),
+    )?;
+    Ok(script)
+}
+
 /// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
 fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
     let ms = |v: &str| -> Option<f64> {

@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     // Last: its hundred thousand sends would weigh on the figures measured after it.
     if run("floor") {
         eprintln!("bench: floors of this machine");
-        floor::run(&s, &db, &mut report).await?;
+        floor::run(&s, &db, &f, &mut report).await?;
     }
     if run("sizes") {
         sizes::run(&mut report);

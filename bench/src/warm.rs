@@ -2,7 +2,7 @@
 //! With `BENCH_PERF_DIR` (`make profile`), each route gets one more run, recorded by
 //! `perf` across the whole machine and kept out of the figures.
 
-use crate::harness::{Fixture, Settings, load_rooms, send_script, wrk};
+use crate::harness::{Fixture, Settings, load_rooms, pro_user, send_script, tokens_script, wrk};
 use crate::report::Report;
 
 /// Each route under `wrk` three times as the fixture user.
@@ -18,6 +18,13 @@ pub async fn run(
     // chatroom would measure its row lock, not the send path.
     let rooms = load_rooms(db, f.user, 50).await?;
     let script = send_script("bench-send.lua", &rooms)?;
+    // Fifty users reading their own rows: the caller reads then batch distinct ids.
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let user = pro_user(db, "bench-me").await?;
+        tokens.push(s.token(user, std::time::Duration::from_secs(86_400))?);
+    }
+    let users_script = tokens_script("bench-me-users.lua", &tokens)?;
     let scenarios = [
         (
             "list",
@@ -38,6 +45,12 @@ pub async fn run(
             Some(script.to_str().unwrap()),
         ),
         ("me", "GET /user/me", format!("{}/user/me", s.base), None),
+        (
+            "me-users",
+            "GET /user/me (50 users)",
+            format!("{}/user/me", s.base),
+            Some(users_script.to_str().unwrap()),
+        ),
     ];
     let perf_dir = std::env::var_os("BENCH_PERF_DIR").map(std::path::PathBuf::from);
     for (slug, name, url, script) in scenarios {
