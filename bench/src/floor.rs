@@ -6,10 +6,11 @@
 //! Beside the HTTP floor, the same server answers after the round trips a route cannot
 //! do without (the list: the caller's row and the cached page; the detail: the caller's
 //! row and the page's query), each a trivial query: what a route of that shape can reach
-//! on this machine, whatever its code. And each route's ceiling: one Redis read that
-//! answers the route's own body, as the fixture user gets it. A route must check its
-//! caller against a shared store on every request (a revoked token is refused at once),
-//! so no sound design of it makes fewer round trips or sends fewer bytes.
+//! on this machine if each request makes its own round trips. And two bounds per route,
+//! both answering the route's own body as the fixture user gets it: its ceiling, after
+//! one Redis read (a route checks its caller against a shared store on every request,
+//! so that is the least a request making its own round trip can do), and the body from
+//! memory (no round trip at all: what requests sharing their round trips tend to).
 
 use std::process::Command;
 
@@ -53,6 +54,8 @@ pub async fn run(
         ("/pg-pg", DETAIL_SHAPE),
         ("/list-body", LIST_CEILING),
         ("/detail-body", DETAIL_CEILING),
+        ("/list-memory", LIST_BOUND),
+        ("/detail-memory", DETAIL_BOUND),
     ] {
         let url = format!("http://{}{path}", server.addr);
         let mut rps = Vec::new();
@@ -83,6 +86,8 @@ const LIST_SHAPE: &str = "HTTP + 1 PostgreSQL read + 1 Redis read (the list's ro
 const DETAIL_SHAPE: &str = "HTTP + 2 PostgreSQL reads (the detail's round trips)";
 const LIST_CEILING: &str = "HTTP + 1 Redis read answering GET /chatroom's body";
 const DETAIL_CEILING: &str = "HTTP + 1 Redis read answering GET /chatroom/{id}'s body";
+const LIST_BOUND: &str = "HTTP answering GET /chatroom's body from memory";
+const DETAIL_BOUND: &str = "HTTP answering GET /chatroom/{id}'s body from memory";
 const LIST_BODY_KEY: &str = "bench:floor-list-body";
 const DETAIL_BODY_KEY: &str = "bench:floor-detail-body";
 const DB_FLOOR: &str = "PostgreSQL: a send and its reply's statements, pgbench -c 8";
@@ -147,8 +152,10 @@ fn pgbench(
 }
 
 /// A hello-world axum server on its own two-worker runtime (the local server's shape),
-/// started once for every floor: `/hello` answers at once, `/redis` after reading a
-/// Redis key (`/list-body` and `/detail-body`: the one holding that route's body); `/pg`, `/pg-pg` and `/pg-redis` first read the floor user's row (a
+/// started once for every floor: `/hello` answers at once, `/list-memory` and
+/// `/detail-memory` with that route's body held in memory, `/redis` after reading a Redis
+/// key (`/list-body` and `/detail-body`: the one holding that route's body); `/pg`,
+/// `/pg-pg` and `/pg-redis` first read the floor user's row (a
 /// prepared primary-key read, over eight connections as the server's pool) and, for
 /// the last two, a second row or a Redis key. A failed read answers 500, which `wrk`
 /// refuses, so a broken store can never pass for a fast one.
@@ -163,6 +170,8 @@ struct Stores {
     next: std::sync::atomic::AtomicUsize,
     redis: redis::aio::MultiplexedConnection,
     user: uuid::Uuid,
+    /// The list's and the detail's bodies, read once: the no-round-trip bounds.
+    bodies: (axum::body::Bytes, axum::body::Bytes),
 }
 
 type Answer = Result<String, axum::http::StatusCode>;
@@ -183,14 +192,19 @@ impl Stores {
                 .await?;
             pg.push((client, statement));
         }
-        let redis = redis::Client::open(redis_url)?
+        let mut redis = redis::Client::open(redis_url)?
             .get_multiplexed_async_connection()
             .await?;
+        let bodies = (
+            body_of(&mut redis, LIST_BODY_KEY).await?,
+            body_of(&mut redis, DETAIL_BODY_KEY).await?,
+        );
         Ok(Self {
             pg,
             next: Default::default(),
             redis,
             user,
+            bodies,
         })
     }
 
@@ -215,6 +229,15 @@ impl Stores {
             .map(Option::unwrap_or_default)
             .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
     }
+}
+
+/// A route's body, as `store_bodies` left it in Redis.
+async fn body_of(
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> anyhow::Result<axum::body::Bytes> {
+    let body: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(redis).await?;
+    Ok(body.context("the route's body is not in Redis")?.into())
 }
 
 impl FloorServer {
@@ -248,13 +271,16 @@ impl FloorServer {
                     stores.clone(),
                     stores.clone(),
                 );
-                let (e, g) = (stores.clone(), stores);
+                let (e, g) = (stores.clone(), stores.clone());
+                let (list_body, detail_body) = stores.bodies.clone();
                 let app = axum::Router::new()
                     .route("/hello", get(|| async { "hello" }))
                     .route(
                         "/list-body",
                         get(move || async move { e.read_key(LIST_BODY_KEY).await }),
                     )
+                    .route("/list-memory", get(move || async move { list_body }))
+                    .route("/detail-memory", get(move || async move { detail_body }))
                     .route(
                         "/detail-body",
                         get(move || async move { g.read_key(DETAIL_BODY_KEY).await }),
@@ -313,18 +339,34 @@ pub fn fractions(report: &mut Report) {
     let Some(http) = report.median(HTTP_FLOOR) else {
         return;
     };
-    for (route, ceiling) in [
-        ("GET /chatroom (cache hit)", LIST_CEILING),
-        ("GET /chatroom/{id}", DETAIL_CEILING),
+    for (route, ceiling, bound) in [
+        ("GET /chatroom (cache hit)", LIST_CEILING, LIST_BOUND),
+        ("GET /chatroom/{id}", DETAIL_CEILING, DETAIL_BOUND),
     ] {
-        if let Some(ceiling) = report.median(ceiling) {
+        let rps = report.median(&format!("{route}: throughput"));
+        for (figure, name) in [
+            (ceiling, "ceiling (1 Redis read + its body)"),
+            (bound, "body from memory"),
+        ] {
+            let Some(floor) = report.median(figure) else {
+                continue;
+            };
             report.add(
                 ORDER,
                 SECTION,
-                &format!("{route}'s ceiling (1 Redis read + its body) / HTTP floor"),
+                &format!("{route}'s {name} / HTTP floor"),
                 "×",
-                vec![ceiling / http],
+                vec![floor / http],
             );
+            if let Some(rps) = rps {
+                report.add(
+                    ORDER,
+                    SECTION,
+                    &format!("{route} / its {name}"),
+                    "×",
+                    vec![rps / floor],
+                );
+            }
         }
     }
     for (route, shape, shape_name) in [
