@@ -25,6 +25,13 @@ esac
   fs.writeFileSync(path.join(dir, "aws"), script, { mode: 0o755 });
 }
 
+// A scratch folder removed when the test ends, pass or fail.
+function scratch(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "deploy-web-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 function deploy(dir) {
   return execFileSync("bash", ["scripts/deploy-web.sh"], {
     cwd: ROOT,
@@ -42,8 +49,8 @@ const OUTPUTS = [
   { OutputKey: "WebUrl", OutputValue: "https://d111.cloudfront.net" },
 ];
 
-test("deploy-web uploads web/ with a config.json from the stack outputs, then invalidates", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "deploy-web-"));
+test("deploy-web uploads web/ with a config.json from the stack outputs, then invalidates", (t) => {
+  const dir = scratch(t);
   fakeAws(dir, OUTPUTS);
   deploy(dir);
   const config = JSON.parse(fs.readFileSync(path.join(dir, "site/config.json"), "utf8"));
@@ -70,8 +77,8 @@ test("deploy-web uploads web/ with a config.json from the stack outputs, then in
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(ROOT, "web/config.json"), "utf8")), { api_url: "", stream_url: "" });
 });
 
-test("a stack without live replies gets an empty stream_url; one without the web block is refused", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "deploy-web-"));
+test("a stack without live replies gets an empty stream_url; one without the web block is refused", (t) => {
+  const dir = scratch(t);
   fakeAws(dir, OUTPUTS.filter((o) => o.OutputKey !== "StreamUrl"));
   deploy(dir);
   assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "site/config.json"), "utf8")).stream_url, "");
@@ -80,7 +87,7 @@ test("a stack without live replies gets an empty stream_url; one without the web
     /content="connect-src 'self' https:\/\/abc\.execute-api\.eu-west-1\.amazonaws\.com">/,
   );
 
-  const bare = fs.mkdtempSync(path.join(os.tmpdir(), "deploy-web-"));
+  const bare = scratch(t);
   fakeAws(bare, OUTPUTS.filter((o) => o.OutputKey === "ApiUrl"));
   assert.throws(() => deploy(bare), /no ApiUrl\/WebBucketName\/WebDistributionId output/);
   assert.ok(!fs.existsSync(path.join(bare, "site")), "nothing uploaded");
