@@ -9,8 +9,9 @@
 //!
 //! No read is answered by a statement issued before it was queued (a flusher takes the
 //! queue, then queries), so each still sees every change committed before its request
-//! arrived: batching weakens no guarantee. No timer either: a lone read goes out at once,
-//! and in a Lambda container (one request at a time) every batch holds one read.
+//! arrived: batching weakens no guarantee. No timer either: a lone read goes out at once.
+//! Only the local server batches; a Lambda container serves one request at a time and
+//! reads its caller directly (`Services::callers` is `None` there).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
