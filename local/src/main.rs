@@ -34,11 +34,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (queue, jobs) = MemoryQueue::new();
-    // One process serves every client at once, so concurrent reads of callers' rows can
-    // share statements (a Lambda container serves one request at a time: no batching).
+    // One process serves every client at once, so concurrent reads can share statements
+    // (a Lambda container serves one request at a time: no batching).
     let state = state.with(|s| {
         s.queue = Some(Arc::new(queue));
-        s.callers = Some(shared::auth::caller_reads::CallerReads::default());
+        s.batched = Some(shared::state::Batches::default());
     });
     let model: Arc<dyn ReplyModel> = match &state.config.gemini.api_key {
         Some(_) => Arc::new(shared::clients::gemini::GeminiClient::new(

@@ -14,6 +14,7 @@ use crate::auth::key_ring::KeyRing;
 use crate::auth::otp::OtpStore;
 use crate::auth::users::User;
 use crate::billing::provider::BillingProvider;
+use crate::chat::page_reads::PageReads;
 use crate::clients::queue::ReplyQueue;
 use crate::config::{Config, OtpDelivery};
 use crate::error::{AppError, AppResult};
@@ -28,10 +29,10 @@ pub struct Services {
     pub db: Pool,
     pub redis: Redis,
     /// `Some` in a process serving many requests at once (the local server): concurrent
-    /// reads of callers' rows share statements (see `caller_reads`). `None` in a Lambda
-    /// container, which serves one request at a time: there a batch would hold one read
-    /// and cost the route a second connection.
-    pub callers: Option<CallerReads>,
+    /// reads share statements (see `store::batched`). `None` in a Lambda container,
+    /// which serves one request at a time: there a batch would hold one read and cost
+    /// the route a second connection.
+    pub batched: Option<Batches>,
     /// Access-token keys; `None` in a function that never checks a token (webhook,
     /// worker), so a leak there cannot mint tokens. See [`Services::tokens`].
     pub token_keys: Option<KeyRing>,
@@ -44,6 +45,15 @@ pub struct Services {
     pub queue: Option<Arc<dyn ReplyQueue>>,
     /// `None` when Stripe is not configured: billing routes answer 503.
     pub billing: Option<Arc<dyn BillingProvider>>,
+}
+
+/// The reads that concurrent requests share statements for.
+#[derive(Clone, Default)]
+pub struct Batches {
+    /// Every authenticated request's caller row.
+    pub callers: CallerReads,
+    /// `GET /chatroom/{id}` without a cursor.
+    pub newest_pages: PageReads,
 }
 
 /// The optional clients a binary can wire: each Lambda function names the ones it uses
@@ -140,7 +150,7 @@ impl AppState {
             config,
             db,
             redis,
-            callers: None,
+            batched: None,
             token_keys,
             otp_codes,
             mailer,
@@ -163,10 +173,10 @@ impl AppState {
     }
 
     /// The caller's row, read by a statement issued after this call (batched with other
-    /// requests' where [`Services::callers`] is on).
+    /// requests' where [`Services::batched`] is on).
     pub async fn caller(&self, id: uuid::Uuid) -> AppResult<Option<User>> {
-        match &self.0.callers {
-            Some(batched) => batched.by_id(&self.0.db, id).await,
+        match &self.0.batched {
+            Some(batched) => batched.callers.read(&self.0.db, id).await,
             None => crate::auth::users::by_id(&self.db().await?, id).await,
         }
     }

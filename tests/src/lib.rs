@@ -228,7 +228,7 @@ impl TestApp {
     pub async fn spawn_batched() -> Self {
         Self::spawn_full(
             |_| {},
-            |s| s.callers = Some(shared::auth::caller_reads::CallerReads::default()),
+            |s| s.batched = Some(shared::state::Batches::default()),
         )
         .await
     }

@@ -196,6 +196,29 @@ pub async fn owned(db: &Db, user: Uuid, id: Uuid) -> AppResult<Option<Chatroom>>
     one(db, &sql, &[&id, &user]).await
 }
 
+/// [`owned`] for many `(chatroom, user)` pairs in one statement: one answer per pair, in
+/// their order (see `page_reads`).
+pub async fn owned_each(db: &Db, wanted: &[(Uuid, Uuid)]) -> AppResult<Vec<Option<Chatroom>>> {
+    let sql = format!(
+        "SELECT r.i, {COLUMNS} FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY \
+         AS r(id, user_id, i) JOIN chatrooms c ON c.id = r.id AND c.user_id = r.user_id"
+    );
+    let (ids, users): (Vec<Uuid>, Vec<Uuid>) = wanted.iter().copied().unzip();
+    let rows = db
+        .query(&db.prepare_cached(&sql).await?, &[&ids, &users])
+        .await?;
+    let mut out = vec![None; wanted.len()];
+    for row in &rows {
+        out[ordinal(row)] = Some(from_row(row));
+    }
+    Ok(out)
+}
+
+/// The 0-based position of a row's `WITH ORDINALITY` column `i` (1-based).
+pub(crate) fn ordinal(row: &Row) -> usize {
+    usize::try_from(row.get::<_, i64>("i") - 1).expect("ordinality starts at 1")
+}
+
 /// Whether `user` owns chatroom `id`, without building the client view.
 pub async fn is_owned(db: &Db, user: Uuid, id: Uuid) -> AppResult<bool> {
     let sql = "SELECT 1 FROM chatrooms WHERE id = $1 AND user_id = $2";

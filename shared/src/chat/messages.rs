@@ -165,10 +165,47 @@ pub async fn page<C: GenericClient>(
             &[&chatroom, &before_seq.unwrap_or(i64::MAX), &(limit + 1)],
         )
         .await?;
+    Ok(oldest_first(rows.iter(), limit))
+}
+
+/// [`page`] without a cursor for many `(chatroom, limit)` pairs in one statement: one
+/// answer per pair, in their order (see `page_reads`).
+pub async fn newest_pages<C: GenericClient>(
+    db: &C,
+    wanted: &[(Uuid, i64)],
+) -> AppResult<Vec<(Vec<Message>, bool)>> {
+    let sql = format!(
+        "SELECT r.i, m.* FROM unnest($1::uuid[], $2::int8[]) WITH ORDINALITY \
+         AS r(chatroom_id, lim, i) CROSS JOIN LATERAL ( \
+             SELECT {COLUMNS} FROM messages \
+             WHERE messages.chatroom_id = r.chatroom_id ORDER BY seq DESC LIMIT r.lim + 1) m \
+         ORDER BY r.i, m.seq DESC"
+    );
+    let (chatrooms, limits): (Vec<Uuid>, Vec<i64>) = wanted.iter().copied().unzip();
+    let rows = db
+        .query(&db.prepare_cached(&sql).await?, &[&chatrooms, &limits])
+        .await?;
+    let mut each: Vec<Vec<&Row>> = vec![Vec::new(); wanted.len()];
+    for row in &rows {
+        each[crate::chat::chatrooms::ordinal(row)].push(row);
+    }
+    Ok(each
+        .into_iter()
+        .zip(limits)
+        .map(|(rows, limit)| oldest_first(rows.into_iter(), limit))
+        .collect())
+}
+
+/// Up to `limit` of `rows` (newest first, one more than a page when older ones remain),
+/// oldest first, and whether older ones remain.
+fn oldest_first<'a>(
+    rows: impl ExactSizeIterator<Item = &'a Row>,
+    limit: i64,
+) -> (Vec<Message>, bool) {
     let more = rows.len() as i64 > limit;
-    let mut out: Vec<Message> = rows.iter().take(limit as usize).map(from_row).collect();
+    let mut out: Vec<Message> = rows.take(limit as usize).map(from_row).collect();
     out.reverse();
-    Ok((out, more))
+    (out, more)
 }
 
 /// One earlier exchange: a user message and the model reply that answers it.

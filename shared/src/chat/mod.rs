@@ -7,6 +7,7 @@ pub mod live;
 pub mod messages;
 pub mod model;
 pub mod outcome;
+pub mod page_reads;
 pub mod resend;
 pub mod search;
 pub mod settings;
@@ -103,6 +104,21 @@ pub struct Page {
     pub next_cursor: Option<Uuid>,
 }
 
+impl Page {
+    /// `messages` oldest first; `more`: whether older ones remain.
+    fn new(messages: Vec<Message>, more: bool) -> Self {
+        let next_cursor = if more {
+            messages.first().map(|m| m.id)
+        } else {
+            None
+        };
+        Self {
+            messages,
+            next_cursor,
+        }
+    }
+}
+
 /// A page of messages, oldest first, older than the `before` message (a message id),
 /// for the holder of `caller`'s token: their row is read in the same round trip as the
 /// chatroom and its messages, and checked before any of it is used.
@@ -120,6 +136,24 @@ pub async fn messages_page(
         )));
     }
     let user = caller.sub;
+    if let (Some(batches), None) = (&state.batched, before) {
+        // The common case, in a process that batches: both reads share statements with
+        // other requests', and neither holds a connection while it waits.
+        let (caller_row, newest) = tokio::try_join!(
+            batches.callers.read(&state.db, user),
+            batches.newest_pages.read(
+                &state.db,
+                page_reads::PageKey {
+                    user,
+                    chatroom,
+                    limit
+                }
+            ),
+        )?;
+        crate::auth::admit(caller, caller_row)?;
+        let (room, messages, more) = newest.ok_or_else(not_found)?;
+        return Ok((room, Page::new(messages, more)));
+    }
     // Unbatched, the caller's row, the ownership check and the reads it guards go out
     // together on one connection (tokio-postgres pipelines queries polled at once): one
     // round trip. Batched, the caller's row comes from a statement on a connection of its
@@ -127,15 +161,15 @@ pub async fn messages_page(
     // request holds a connection while it waits for a batch that needs one. What they
     // read is returned only once the caller is admitted and the chatroom found.
     let batched = async {
-        match &state.callers {
-            Some(reads) => reads.by_id(&state.db, user).await.map(Some),
+        match &state.batched {
+            Some(batches) => batches.callers.read(&state.db, user).await.map(Some),
             None => Ok(None),
         }
     };
     let reads = async {
         let db = state.db().await?;
         let direct = async {
-            match &state.callers {
+            match &state.batched {
                 Some(_) => Ok(None),
                 None => users::by_id(&db, user).await.map(Some),
             }
@@ -172,18 +206,7 @@ pub async fn messages_page(
     let room = room.ok_or_else(not_found)?;
     let (messages, more) =
         page.ok_or_else(|| AppError::validation("before is not a message of this chatroom"))?;
-    let next_cursor = if more {
-        messages.first().map(|m| m.id)
-    } else {
-        None
-    };
-    Ok((
-        room,
-        Page {
-            messages,
-            next_cursor,
-        },
-    ))
+    Ok((room, Page::new(messages, more)))
 }
 
 /// What a `PATCH /chatroom/{id}` asks for, as received.
