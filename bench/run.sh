@@ -83,7 +83,10 @@ cp "$TARGET/$PROFILE/bench" "$BIN_DIR/bench.run"
 
 STATE="$(state_dir bench)"
 # BENCH_PG_SHARED_BUFFERS sizes PostgreSQL's buffer cache (its own default is 128MB).
-PG_EXTRA_OPTS="-c shared_buffers=${BENCH_PG_SHARED_BUFFERS:-128MB}" fresh_postgres "$STATE/pg" "$PG_PORT"
+# pg_stat_statements counts the warm routes' statements (bench/src/statements.rs); it
+# tracks nothing outside those counted runs.
+PG_EXTRA_OPTS="-c shared_buffers=${BENCH_PG_SHARED_BUFFERS:-128MB} -c shared_preload_libraries=pg_stat_statements" \
+    fresh_postgres "$STATE/pg" "$PG_PORT"
 start_redis "$STATE" "$REDIS_PORT"
 psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA -c "CREATE DATABASE bench" >/dev/null
 

@@ -15,6 +15,7 @@ mod runtime_api;
 mod search;
 mod sizes;
 mod startup;
+mod statements;
 mod sustained;
 mod warm;
 mod worker;

@@ -4,6 +4,9 @@
 
 use crate::harness::{Fixture, Settings, load_rooms, pro_user, send_script, tokens_script, wrk};
 use crate::report::Report;
+use crate::statements;
+
+const STATEMENTS: &str = "warm API: PostgreSQL statements, one more run per route";
 
 /// Each route under `wrk` three times as the fixture user.
 pub async fn run(
@@ -53,6 +56,7 @@ pub async fn run(
         ),
     ];
     let perf_dir = std::env::var_os("BENCH_PERF_DIR").map(std::path::PathBuf::from);
+    let counter = statements::Counter::new(db).await?;
     for (slug, name, url, script) in scenarios {
         let (mut rps, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..repeats {
@@ -87,6 +91,30 @@ pub async fn run(
             "ms",
             p99,
         );
+        if let Some(counter) = &counter {
+            let c = counter
+                .count(seconds, || {
+                    wrk(&url, &f.token, 50, seconds, script).map(|(rps, _, _)| rps)
+                })
+                .await?;
+            let per = |figure: &str, value: f64| {
+                (value.is_finite() && value > 0.0).then(|| (format!("{name}: {figure}"), value))
+            };
+            let figures = [
+                per("statements per request", c.statements / c.requests),
+                per(
+                    "requests per caller-row statement",
+                    c.requests / c.caller_batches,
+                ),
+                per(
+                    "requests per newest-page batch",
+                    c.requests / c.page_batches,
+                ),
+            ];
+            for (figure, value) in figures.into_iter().flatten() {
+                report.add(2, STATEMENTS, &figure, "×", vec![value]);
+            }
+        }
     }
     Ok(())
 }
