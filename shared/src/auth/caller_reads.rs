@@ -23,6 +23,8 @@ impl BatchRead for CallerRows {
     type Key = Uuid;
     /// `None`: no such user (any more).
     type Value = Option<User>;
+    /// A row is a few hundred bytes.
+    const MAX_BATCH: usize = 256;
 
     async fn read(db: &deadpool_postgres::Client, ids: &[Uuid]) -> AppResult<Vec<Option<User>>> {
         let mut unique = ids.to_vec();

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::chat::settings::Change;
 use crate::error::{AppError, AppResult};
+use crate::store::batched;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Chatroom {
@@ -209,14 +210,9 @@ pub async fn owned_each(db: &Db, wanted: &[(Uuid, Uuid)]) -> AppResult<Vec<Optio
         .await?;
     let mut out = vec![None; wanted.len()];
     for row in &rows {
-        out[ordinal(row)] = Some(from_row(row));
+        out[batched::position(row)] = Some(from_row(row));
     }
     Ok(out)
-}
-
-/// The 0-based position of a row's `WITH ORDINALITY` column `i` (1-based).
-pub(crate) fn ordinal(row: &Row) -> usize {
-    usize::try_from(row.get::<_, i64>("i") - 1).expect("ordinality starts at 1")
 }
 
 /// Whether `user` owns chatroom `id`, without building the client view.

@@ -187,7 +187,7 @@ pub async fn newest_pages<C: GenericClient>(
         .await?;
     let mut each: Vec<Vec<&Row>> = vec![Vec::new(); wanted.len()];
     for row in &rows {
-        each[crate::chat::chatrooms::ordinal(row)].push(row);
+        each[crate::store::batched::position(row)].push(row);
     }
     Ok(each
         .into_iter()

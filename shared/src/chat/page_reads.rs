@@ -30,6 +30,8 @@ pub type NewestPage = Option<(Chatroom, Vec<Message>, bool)>;
 impl BatchRead for NewestPages {
     type Key = PageKey;
     type Value = NewestPage;
+    /// A page holds up to 100 messages of up to 4,000 characters.
+    const MAX_BATCH: usize = 32;
 
     async fn read(db: &deadpool_postgres::Client, keys: &[PageKey]) -> AppResult<Vec<NewestPage>> {
         let owned: Vec<(Uuid, Uuid)> = keys.iter().map(|k| (k.chatroom, k.user)).collect();

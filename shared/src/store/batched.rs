@@ -17,16 +17,22 @@ use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
 
+/// Where a row answers in its batch: the 0-based position of the key it was read for,
+/// from the statement's `unnest(…) WITH ORDINALITY AS r(…, i)` column `i` (1-based).
+pub fn position(row: &tokio_postgres::Row) -> usize {
+    usize::try_from(row.get::<_, i64>("i") - 1).expect("ordinality starts at 1")
+}
+
 /// Statements in flight at once per kind: enough that a batch forms while another is
 /// out, few enough to leave the pool's other connections to the routes' own queries.
 const FLUSHERS: usize = 2;
-/// Reads per statement, so one statement's answer stays small.
-const MAX_BATCH: usize = 256;
 
 /// One kind of read that many requests can share a statement for.
 pub trait BatchRead: Send + Sync + 'static {
     type Key: Send + Sync + 'static;
     type Value: Send + 'static;
+    /// Reads per statement, so one statement's answer stays bounded.
+    const MAX_BATCH: usize;
     /// What the reads of `keys` find, one answer per key and in their order.
     fn read(
         db: &deadpool_postgres::Client,
@@ -98,10 +104,10 @@ impl<R: BatchRead> Batched<R> {
                     running.0 = None;
                     return;
                 }
-                if queue.waiting.len() <= MAX_BATCH {
+                if queue.waiting.len() <= R::MAX_BATCH {
                     std::mem::take(&mut queue.waiting)
                 } else {
-                    queue.waiting.drain(..MAX_BATCH).collect()
+                    queue.waiting.drain(..R::MAX_BATCH).collect()
                 }
             };
             let (keys, replies): (Vec<R::Key>, Vec<Waiter<R>>) = batch.into_iter().unzip();
