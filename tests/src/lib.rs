@@ -224,7 +224,7 @@ impl TestApp {
         Self::spawn_full(tweak, |_| {}).await
     }
 
-    /// Shaped as the local server runs: callers' rows read in batches.
+    /// Shaped as the local server runs: callers' rows and newest pages read in batches.
     pub async fn spawn_batched() -> Self {
         Self::spawn_full(
             |_| {},

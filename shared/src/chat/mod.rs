@@ -120,8 +120,9 @@ impl Page {
 }
 
 /// A page of messages, oldest first, older than the `before` message (a message id),
-/// for the holder of `caller`'s token: their row is read in the same round trip as the
-/// chatroom and its messages, and checked before any of it is used.
+/// for the holder of `caller`'s token: their row is read alongside the chatroom and its
+/// messages (in the same round trip, or in batches where the process batches), and
+/// checked before any of it is used.
 pub async fn messages_page(
     state: &AppState,
     caller: &Claims,

@@ -76,8 +76,11 @@ impl<R: BatchRead> Batched<R> {
             start
         };
         if start_flusher {
+            // The slot's guard exists before the task does, so a task dropped unpolled
+            // (its runtime shutting down) still gives the slot back.
+            let running = Running(Some(self.clone()));
             // Spawned, so a client hanging up cannot drop a statement others wait on.
-            tokio::spawn(self.clone().flush(pool.clone()));
+            tokio::spawn(self.clone().flush(pool.clone(), running));
         }
         answer.await.unwrap_or_else(|_| {
             Err(AppError::internal(anyhow::anyhow!(
@@ -93,8 +96,7 @@ impl<R: BatchRead> Batched<R> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn flush(self, pool: Pool) {
-        let mut running = Running(Some(self.clone()));
+    async fn flush(self, pool: Pool, mut running: Running<R>) {
         loop {
             let batch = {
                 let mut queue = self.lock();
@@ -150,14 +152,23 @@ fn same_failure(e: &AppError) -> AppError {
     }
 }
 
-/// Gives the flusher's slot back if its task ends without doing so (its runtime shut
-/// down mid-statement), so later reads still start one.
+/// Gives the flusher's slot back if its task ends without doing so (dropped by a runtime
+/// shutting down, or a panic), so later reads still start one. The last flusher to go
+/// that way fails what is queued: no flusher would come for it.
 struct Running<R: BatchRead>(Option<Batched<R>>);
 
 impl<R: BatchRead> Drop for Running<R> {
     fn drop(&mut self) {
         if let Some(reads) = self.0.take() {
-            reads.lock().flushers -= 1;
+            let mut queue = reads.lock();
+            queue.flushers -= 1;
+            if queue.flushers == 0 {
+                for (_, reply) in queue.waiting.drain(..) {
+                    let _ = reply.send(Err(AppError::internal(anyhow::anyhow!(
+                        "the flusher of a batched read stopped"
+                    ))));
+                }
+            }
         }
     }
 }

@@ -100,7 +100,9 @@ async fn every_waiter_of_a_failed_batch_gets_database_unavailable() {
 }
 
 /// Reads that wait for a batch must not hold the connections the batch needs: with a
-/// pool of two and many concurrent detail reads, every one is still answered.
+/// pool of two and many concurrent reads on every batched path (the detail, a page with
+/// a cursor, which reads its own statements beside a batched caller read, and
+/// `/user/me`), every one is still answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detail_reads_never_hold_the_connection_their_batch_needs() {
     let app = Arc::new(
@@ -111,20 +113,40 @@ async fn detail_reads_never_hold_the_connection_their_batch_needs() {
         .await,
     );
     let token = app.user_token(&unique_email("batchpool")).await;
-    let room = app.create_chatroom(&token, Some("pool")).await;
+    let user = app.user_id(&token).await;
+    let room: Uuid = app
+        .create_chatroom(&token, Some("pool"))
+        .await
+        .parse()
+        .unwrap();
+    let stored = store_messages(&app, user, room, 3).await;
+    let detail = app.get(&format!("/chatroom/{room}"), &token).await;
+    let newest = detail.body["messages"][2]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut reads = Vec::new();
-    for i in 0..40 {
+    for i in 0..60 {
         let (app, token) = (app.clone(), token.clone());
-        let path = if i % 2 == 0 {
-            format!("/chatroom/{room}")
-        } else {
-            "/user/me".to_string()
+        let path = match i % 3 {
+            0 => format!("/chatroom/{room}"),
+            1 => format!("/chatroom/{room}/messages?before={newest}&limit=1"),
+            _ => "/user/me".to_string(),
         };
-        reads.push(tokio::spawn(async move { app.get(&path, &token).await }));
+        reads.push(tokio::spawn(async move {
+            (i % 3, app.get(&path, &token).await)
+        }));
     }
     for read in reads {
-        let r = read.await.unwrap();
+        let (kind, r) = read.await.unwrap();
         assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.body);
+        if kind == 1 {
+            assert_eq!(
+                contents(&r.body),
+                stored[1..2].to_vec(),
+                "the page before the newest"
+            );
+        }
     }
 }
 

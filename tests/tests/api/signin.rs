@@ -485,7 +485,8 @@ async fn per_ip_throttle_uses_the_peer_address_locally() {
 
 /// Every way a route reads the caller refuses a revoked token: the extractor
 /// (`/user/me`), the daily cap's one-statement read with the ownership check (a send),
-/// and the detail routes, which read the caller in the round trip of their own queries.
+/// and the detail routes, which read the caller alongside their own queries (in their
+/// round trip, or in batches).
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_every_path_that_reads_the_caller() {
     revoked_token_refused_everywhere(TestApp::spawn().await).await;
