@@ -12,6 +12,7 @@ const state = {
   api: null,
   email: "",
   rooms: [],
+  roomsChanged: 0, // bumped by every change made here to `rooms` (see loadRooms)
   room: null, // the open chatroom
   cursor: null, // older history
   busy: false, // a reply is being waited for in the open room
@@ -222,12 +223,18 @@ function showCap(error) {
 // ---------- chatrooms ----------
 
 async function loadRooms() {
-  // A page at a time (100 by default) until next_cursor is null.
-  let body = await state.api.get("/chatroom");
-  const rooms = [...body.chatrooms];
-  while (body.next_cursor) {
-    body = await state.api.get(`/chatroom?cursor=${encodeURIComponent(body.next_cursor)}`);
-    rooms.push(...body.chatrooms);
+  let rooms;
+  // A list asked for before a chatroom was created, renamed or deleted here may not show
+  // that change: ask again rather than undo it (New chat clicked just after sign-in).
+  for (let asked = -1; asked !== state.roomsChanged; ) {
+    asked = state.roomsChanged;
+    // A page at a time (100 by default) until next_cursor is null.
+    let body = await state.api.get("/chatroom");
+    rooms = [...body.chatrooms];
+    while (body.next_cursor) {
+      body = await state.api.get(`/chatroom?cursor=${encodeURIComponent(body.next_cursor)}`);
+      rooms.push(...body.chatrooms);
+    }
   }
   state.rooms = rooms;
   const open = state.room && state.rooms.find((r) => r.id === state.room.id);
@@ -283,6 +290,7 @@ function startRename(li, room) {
     event.preventDefault();
     const body = await state.api.patch(`/chatroom/${room.id}`, { name: input.value });
     Object.assign(room, body.chatroom);
+    state.roomsChanged += 1;
     if (state.room && state.room.id === room.id) {
       state.room = body.chatroom;
       $("chat-title").textContent = roomName(body.chatroom);
@@ -304,6 +312,7 @@ function confirmDelete(li, room) {
   const yes = button("Delete", "small primary", async () => {
     await state.api.del(`/chatroom/${room.id}`);
     state.rooms = state.rooms.filter((r) => r.id !== room.id);
+    state.roomsChanged += 1;
     if (state.room && state.room.id === room.id) closeRoom();
     renderRooms();
   });
@@ -315,6 +324,7 @@ async function newRoom() {
   clearError();
   const body = await state.api.post("/chatroom", {});
   state.rooms.unshift(body.chatroom);
+  state.roomsChanged += 1;
   await openRoom(body.chatroom.id);
 }
 
@@ -831,6 +841,7 @@ async function saveSettings(event) {
     throw error;
   }
   state.rooms = state.rooms.map((r) => (r.id === room.id ? body.chatroom : r));
+  state.roomsChanged += 1;
   if (state.room && state.room.id === room.id) {
     state.room = body.chatroom;
     closeSettings();
