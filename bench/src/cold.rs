@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::harness::{FUNCTIONS, Fixture, Settings, ms};
 use crate::report::Report;
-use crate::runtime_api::RuntimeApi;
+use crate::runtime_api;
 
 /// An API Gateway HTTP API (payload 2.0) event, as Lambda hands it to a function.
 fn http_event(
@@ -39,8 +39,6 @@ fn http_event(
 /// Each function, and a hello-world beside them, started afresh `runs` times for one
 /// event; then once more for `invocations` events in a row.
 pub async fn run(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Result<()> {
-    let api = RuntimeApi::default();
-    let addr = api.start().await;
     let runs = if s.quick { 3 } else { 10 };
     let invocations = if s.quick { 20 } else { 300 };
     let base_env: Vec<(String, String)> = vec![
@@ -87,9 +85,7 @@ pub async fn run(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Resu
         let binary = format!("{}/{function}", s.bin_dir);
         let (mut init, mut first) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let run = api
-                .run(&addr, &binary, &base_env, vec![event_for(function)])
-                .await?;
+            let run = runtime_api::run(&binary, &base_env, vec![event_for(function)]).await?;
             let answer = &run.responses[0];
             anyhow::ensure!(!answer.starts_with("ERROR"), "{function} failed: {answer}");
             if function != "hello" && function != "reply-worker" {
@@ -133,7 +129,7 @@ pub async fn run(s: &Settings, f: &Fixture, report: &mut Report) -> anyhow::Resu
 
         // Peak memory over many sequential invocations (one container serves one at a time).
         let events = (0..invocations).map(|_| event_for(function)).collect();
-        let run = api.run(&addr, &binary, &base_env, events).await?;
+        let run = runtime_api::run(&binary, &base_env, events).await?;
         report.add(
             4,
             "memory",

@@ -11,7 +11,6 @@ mod runtime_api;
 use std::process::Stdio;
 
 use anyhow::Context;
-use runtime_api::RuntimeApi;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,11 +28,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let log = tempfile_path(&binary);
     let stdout = std::fs::File::create(&log)?;
-    let api = RuntimeApi::default();
-    let addr = api.start().await;
-    let run = api
-        .run_with_stdout(&addr, &binary, &env, events, Stdio::from(stdout))
-        .await;
+    let run = runtime_api::run_with_stdout(&binary, &env, events, Stdio::from(stdout)).await;
     let lines = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     let run = run.with_context(|| format!("stdout of {binary}:\n{lines}"))?;
