@@ -32,6 +32,9 @@ impl BatchRead for NewestPages {
     type Value = NewestPage;
     /// A page holds up to 100 messages of up to 4,000 characters.
     const MAX_BATCH: usize = 32;
+    /// Two: a batch of up to 32 pages takes a while, and one statement in flight would
+    /// cap the pages read per second at 32 per statement's time.
+    const FLUSHERS: usize = 2;
 
     async fn read(db: &deadpool_postgres::Client, keys: &[PageKey]) -> AppResult<Vec<NewestPage>> {
         let owned: Vec<(Uuid, Uuid)> = keys.iter().map(|k| (k.chatroom, k.user)).collect();

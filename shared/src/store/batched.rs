@@ -2,8 +2,8 @@
 //!
 //! Under load, dozens of requests wait for the same kind of read at the same moment, and
 //! each as its own statement costs a PostgreSQL round trip and a backend wake-up: most of
-//! a light route's cost. Here a read joins a queue, and up to [`FLUSHERS`] flushers each
-//! take everything queued and answer it with one statement ([`BatchRead::read`]).
+//! a light route's cost. Here a read joins a queue, and up to [`BatchRead::FLUSHERS`]
+//! flushers each take everything queued and answer it with one statement ([`BatchRead::read`]).
 //!
 //! No read is answered by a statement issued before it was queued (a flusher takes the
 //! queue, then queries), so each still sees every change committed before its request
@@ -23,16 +23,15 @@ pub fn position(row: &tokio_postgres::Row) -> usize {
     usize::try_from(row.get::<_, i64>("i") - 1).expect("ordinality starts at 1")
 }
 
-/// Statements in flight at once per kind: enough that a batch forms while another is
-/// out, few enough to leave the pool's other connections to the routes' own queries.
-const FLUSHERS: usize = 2;
-
 /// One kind of read that many requests can share a statement for.
 pub trait BatchRead: Send + Sync + 'static {
     type Key: Send + Sync + 'static;
     type Value: Send + 'static;
     /// Reads per statement, so one statement's answer stays bounded.
     const MAX_BATCH: usize;
+    /// Statements of this kind in flight at once. A batch forms while they are out; each
+    /// more makes batches smaller, and costs PostgreSQL a statement's fixed cost again.
+    const FLUSHERS: usize;
     /// What the reads of `keys` find, one answer per key and in their order.
     fn read(
         db: &deadpool_postgres::Client,
@@ -71,7 +70,7 @@ impl<R: BatchRead> Batched<R> {
         let start_flusher = {
             let mut queue = self.lock();
             queue.waiting.push((key, reply));
-            let start = queue.flushers < FLUSHERS;
+            let start = queue.flushers < R::FLUSHERS;
             queue.flushers += usize::from(start);
             start
         };
